@@ -1,0 +1,172 @@
+"""Frozen dataclasses mirroring params.yaml.
+
+params.yaml flows one way: file -> `load_params` -> these dataclasses -> constructors. Unknown keys, missing keys
+and wrong types are rejected with a one-line `ParamsError` naming the dotted key and what to write instead.
+Downstream stages read upstream configs from checkpoints and sidecars, never from params.yaml.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DATASETS = ("ml-100k", "ml-1m", "amazon-beauty", "amazon-sports", "amazon-toys")
+SPLIT_PROTOCOLS = ("temporal", "leave_one_out")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message is one line naming the key and the fix."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ParamsError(f"params: `{key}` {msg}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "ml-100k"
+    """One of DATASETS; ml-100k is embedded (fetched from the recbole wheel), the others are read from data/raw/<name>/."""
+    min_user_events: int = 5
+    """k-core: users with fewer events are dropped (iterated with min_item_events until stable)."""
+    min_item_events: int = 1
+    """k-core: items with fewer events are dropped."""
+
+    def validate(self, p: str) -> None:
+        _check(self.name in DATASETS, f"{p}.name", f"is {self.name!r}; use one of {', '.join(DATASETS)}")
+        _check(self.min_user_events >= 1, f"{p}.min_user_events", "must be >= 1")
+        _check(self.min_item_events >= 1, f"{p}.min_item_events", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    protocol: str = "temporal"
+    """`temporal`: global cutoffs at interaction-time quantiles; `leave_one_out`: last event per user is test."""
+    valid_frac: float = 0.1
+    """temporal: share of events (by time) in the validation period, just before the test period."""
+    test_frac: float = 0.1
+    """temporal: share of events (by time) in the test period at the end of the log."""
+
+    def validate(self, p: str) -> None:
+        _check(self.protocol in SPLIT_PROTOCOLS, f"{p}.protocol",
+               f"is {self.protocol!r}; use one of {', '.join(SPLIT_PROTOCOLS)}")
+        _check(0 < self.valid_frac < 1, f"{p}.valid_frac", "must be in (0, 1)")
+        _check(0 < self.test_frac < 1, f"{p}.test_frac", "must be in (0, 1)")
+        _check(self.valid_frac + self.test_frac < 0.9, f"{p}.valid_frac", "+ test_frac must be < 0.9 to leave train data")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model: str = "all-MiniLM-L6-v2"
+    """A sentence-transformers name or local path; `all-MiniLM-L6-v2` resolves to the embedded copy when installed."""
+    batch_size: int = 64
+    max_seq_length: int = 128
+    """Tokens per item text; longer texts are truncated by the encoder."""
+
+    def validate(self, p: str) -> None:
+        _check(bool(self.model), f"{p}.model", "must be a model name or path")
+        _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1")
+        _check(self.max_seq_length >= 8, f"{p}.max_seq_length", "must be >= 8")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    """Every random generator in every stage is seeded from this."""
+    codebook_size: int
+    """Codes per level (RQ-VAE, PLUM) or clusters per palette position (LAMIA)."""
+    lambda_: float
+    """PLUM: weight of the co-occurrence contrastive loss (params.yaml key: `lambda`)."""
+    palette_length: int
+    """LAMIA: number of parallel aspect embeddings (and codes) per item."""
+    lora_rank: int
+    """Rank of the LoRA adapters in every LLM stage."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def validate(self, p: str = "") -> None:
+        _check(self.codebook_size >= 2, "codebook_size", "must be >= 2")
+        _check(self.lambda_ >= 0, "lambda", "must be >= 0")
+        _check(self.palette_length >= 1, "palette_length", "must be >= 1")
+        _check(self.lora_rank >= 1, "lora_rank", "must be >= 1")
+        _check(self.seed >= 0, "seed", "must be >= 0")
+
+
+# params.yaml keys that are Python keywords
+_KEY_TO_FIELD = {"lambda": "lambda_"}
+_FIELD_TO_KEY = {v: k for k, v in _KEY_TO_FIELD.items()}
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (str, bool):
+        return isinstance(value, tp)
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (object,)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    return True
+
+
+def from_dict(cls, data, prefix: str = ""):
+    """Build dataclass `cls` from a mapping, recursively; reject unknown, missing and mistyped keys."""
+    where = prefix or "params.yaml"
+    if not isinstance(data, dict):
+        raise ParamsError(f"params: `{where}` must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        name = _KEY_TO_FIELD.get(key, key)
+        dotted = f"{prefix}.{key}" if prefix else key
+        if name not in fields:
+            known = ", ".join(_FIELD_TO_KEY.get(f, f) for f in fields)
+            raise ParamsError(f"params: unknown key `{dotted}`; known keys here: {known}")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, dotted)
+        else:
+            if not _type_ok(value, tp):
+                tname = getattr(tp, "__name__", str(tp))
+                raise ParamsError(f"params: `{dotted}` must be {tname}, got {value!r}")
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+    for name, f in fields.items():
+        if name not in kwargs:
+            dotted = f"{prefix}.{_FIELD_TO_KEY.get(name, name)}" if prefix else _FIELD_TO_KEY.get(name, name)
+            raise ParamsError(f"params: missing key `{dotted}`; add it to params.yaml")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml into a frozen `Params`."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params: file {path} not found; run from the repository root or pass --params")
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    return from_dict(Params, data or {})
+
+
+def to_dict(cfg) -> dict:
+    """A dataclass as a plain dict with params.yaml key names (for checkpoints and sidecars)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        key = _FIELD_TO_KEY.get(f.name, f.name)
+        out[key] = to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+    return out

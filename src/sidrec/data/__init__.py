@@ -1,0 +1,1 @@
+"""Raw loaders, the canonical schema, splits and sequence windows."""

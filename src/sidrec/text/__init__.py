@@ -1,0 +1,1 @@
+"""Item text and the frozen content encoder."""
