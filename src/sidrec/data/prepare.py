@@ -95,6 +95,7 @@ def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: Spl
     })
     ev = ev.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
     ev, split = assign_split(ev, sp)
+    split = {"dataset": ds.name, **split}  # data_metrics and split.json name the dataset
 
     first_seen = ev.groupby("item_id")["timestamp"].min()
     items = pd.DataFrame({

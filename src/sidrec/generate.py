@@ -1,0 +1,387 @@
+"""Trie-constrained beam search over Semantic-ID paths (TIGER, Rajput et al. 2023, sec. 3.2; trie as in GENRE, 2021).
+
+Every catalogue item is a fixed-length path of P token ids. Decoding keeps `beam_size` partial paths per
+case; at depth d each beam may only extend to a token that continues some item's path (an `ItemTrie` edge),
+so every finished beam names a real item. A beam's score is the sum of the model's full-vocabulary
+log-probabilities of its tokens, log p(t_1..t_P | prompt) = sum_d log softmax(logits_d)[t_d]: the trie masks
+continuations but does not renormalize, the same score as HF `generate` with `prefix_allowed_tokens_fn`.
+
+The decoder works for any HF causal LM (GPT-2, Llama, ...): prompts are left-padded with an attention mask and
+explicit position ids, one shared prefill per case batch fills the KV cache, which is then expanded to the
+beams and reordered after every step with the `Cache.reorder_cache` (index_select) of transformers 5.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+NEG_INF = float("-inf")
+
+
+class ItemTrie:
+    """Prefix tree over the set of item token paths, stored per depth as sorted edge lists (CSR).
+
+    Node ids: depth 0 has the single root node 0; the nodes at depth d + 1 are the edges leaving depth d,
+    numbered in (parent, token) order, so the children of node n at depth d are the edges
+    offsets[d][n] : offsets[d][n + 1]. No hierarchy is assumed: parallel codes give a wide, shallow trie.
+
+    Args:
+        item_tokens: (N, P) int array, row i = token ids of item i; rows must be unique.
+    """
+
+    def __init__(self, item_tokens: np.ndarray) -> None:
+        tokens = np.asarray(item_tokens, dtype=np.int64)
+        if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise ValueError(f"ItemTrie: item_tokens must be a non-empty (N, P) array, got shape {tokens.shape}")
+        if (tokens < 0).any():
+            raise ValueError("ItemTrie: token ids must be non-negative")
+        n, p = tokens.shape
+        self.num_items, self.depth = n, p
+        self.stride = int(tokens.max()) + 1  # edge key = parent * stride + token
+        self.offsets: list[torch.Tensor] = []  # depth d: (nodes_d + 1,)
+        self.edge_tokens: list[torch.Tensor] = []  # depth d: (edges_d,)
+        self.edge_keys: list[torch.Tensor] = []  # depth d: (edges_d,) sorted
+        node = np.zeros(n, dtype=np.int64)  # each item's node at the current depth
+        for d in range(p):
+            if d == p - 1:
+                self._item_parent = torch.from_numpy(node.copy())  # (N,) node at depth P-1
+            keys, child = np.unique(node * self.stride + tokens[:, d], return_inverse=True)
+            counts = np.bincount(keys // self.stride, minlength=int(node.max()) + 1)
+            self.offsets.append(torch.from_numpy(np.concatenate([[0], np.cumsum(counts)])))
+            self.edge_tokens.append(torch.from_numpy(keys % self.stride))
+            self.edge_keys.append(torch.from_numpy(keys))
+            node = child.reshape(-1)
+        if len(self.edge_keys[-1]) != n:
+            raise ValueError("ItemTrie: two items share the same token path")
+        leaf_item = np.empty(n, dtype=np.int64)
+        leaf_item[node] = np.arange(n)
+        self._leaf_item = torch.from_numpy(leaf_item)  # (N,) leaf node id -> item id
+        self._item_last = torch.from_numpy(tokens[:, -1].copy())  # (N,)
+
+    def step(self, depth: int, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Follow one edge per row.
+
+        Args:
+            depth: depth of `nodes`, 0 <= depth < P.
+            nodes: (R,) node ids at `depth`, -1 for an invalid prefix.
+            tokens: (R,) token ids.
+        Returns:
+            (R,) node ids at depth + 1 (leaf ids when depth = P - 1), -1 where the path leaves the trie.
+        """
+        keys = self.edge_keys[depth]
+        key = nodes * self.stride + tokens  # (R,)
+        pos = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
+        ok = (nodes >= 0) & (tokens >= 0) & (tokens < self.stride) & (keys[pos] == key)
+        return torch.where(ok, pos, torch.full_like(pos, -1))
+
+    def children(self, depth: int, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Allowed next tokens of a batch of prefixes, padded to the widest node of the batch.
+
+        Args:
+            depth: depth of `nodes`, 0 <= depth < P.
+            nodes: (R,) node ids, -1 for an invalid prefix (no children).
+        Returns:
+            tokens (R, A) int64 and valid (R, A) bool; padded slots hold an arbitrary edge token.
+        """
+        offsets, edge_tokens = self.offsets[depth], self.edge_tokens[depth]
+        safe = nodes.clamp(min=0)
+        start = offsets[safe]  # (R,)
+        count = torch.where(nodes >= 0, offsets[safe + 1] - start, torch.zeros_like(start))  # (R,)
+        width = max(int(count.max()), 1) if len(count) else 1
+        slot = torch.arange(width)  # (A,)
+        valid = slot[None, :] < count[:, None]  # (R, A)
+        idx = (start[:, None] + slot[None, :]).clamp(max=len(edge_tokens) - 1)  # (R, A)
+        return edge_tokens[idx], valid
+
+    def node_of(self, prefix: Sequence[int]) -> int:
+        """Node id of a prefix (its depth is len(prefix)), -1 if no item starts with it."""
+        node = torch.zeros(1, dtype=torch.int64)
+        for d, tok in enumerate(prefix):
+            if d >= self.depth:
+                return -1
+            node = self.step(d, node, torch.tensor([int(tok)]))
+        return int(node)
+
+    def allowed(self, prefix: Sequence[int]) -> torch.Tensor:
+        """Token ids that extend `prefix` towards some item (empty for a full or invalid prefix).
+
+        Args:
+            prefix: the first d < P token ids of a path.
+        Returns:
+            (A,) int64 sorted token ids.
+        """
+        node = self.node_of(prefix)
+        if node < 0 or len(prefix) >= self.depth:
+            return torch.zeros(0, dtype=torch.int64)
+        offsets = self.offsets[len(prefix)]
+        return self.edge_tokens[len(prefix)][int(offsets[node]) : int(offsets[node + 1])]
+
+    def leaf_items(self, leaves: torch.Tensor) -> torch.Tensor:
+        """Leaf node ids (any shape, -1 = invalid) -> item ids of the same shape (-1 = invalid)."""
+        items = self._leaf_item[leaves.clamp(min=0)]
+        return torch.where(leaves >= 0, items, torch.full_like(items, -1))
+
+    def item_of(self, path: Sequence[int]) -> int:
+        """Item id of a full token path, -1 if the path is not an item."""
+        return int(self.leaf_items(torch.tensor([self.node_of(path)]))) if len(path) == self.depth else -1
+
+    def last_edges(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E,) item ids -> their parent node at depth P-1 (E,) and final token (E,)."""
+        return self._item_parent[items], self._item_last[items]
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad token lists; returns input_ids, attention_mask and position_ids, each (B, T) int64."""
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("generate: every prompt needs at least one token")
+    t = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), t), pad_token_id, dtype=torch.int64)
+    mask = torch.zeros((len(prompts), t), dtype=torch.int64)
+    for i, p in enumerate(prompts):
+        ids[i, t - len(p):] = torch.as_tensor(list(p), dtype=torch.int64)
+        mask[i, t - len(p):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens at 0..len-1, as if unpadded
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def _ban(logits: torch.Tensor, nodes: torch.Tensor, banned: tuple[torch.Tensor, ...] | None) -> None:
+    """In place: -inf on the final token of every banned item whose parent node a beam of its case sits on.
+
+    Args:
+        logits: (b * width, V) scores at the last depth.
+        nodes: (b, width) node ids at depth P-1.
+        banned: (case (E,), parent node (E,), final token (E,)) or None.
+    """
+    if banned is None or len(banned[0]) == 0:
+        return
+    case, parent, last = banned
+    width = nodes.shape[1]
+    hit, beam = (nodes.to(case.device)[case] == parent[:, None]).nonzero(as_tuple=True)  # (H,) entry, (H,) beam
+    logits[case[hit] * width + beam, last[hit]] = NEG_INF
+
+
+def _candidates(logits: torch.Tensor, nodes: torch.Tensor, depth: int, trie: ItemTrie,
+                banned: tuple[torch.Tensor, ...] | None, constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-beam next tokens and their log-probs: the trie's children, or the whole vocabulary.
+
+    Args:
+        logits: (R, V) next-token logits of the R = b * width beams; modified in place.
+        nodes: (b, width) CPU node ids of the beams at `depth`.
+        depth: number of item tokens decoded so far.
+        trie: the catalogue trie.
+        banned: see `_ban`; applied at the last depth only.
+        constrained: restrict to the trie's children (else every token of the vocabulary).
+    Returns:
+        tokens (R, A) and log-probs (R, A), -inf for a disallowed slot; A = V when unconstrained.
+    """
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (R, 1): normalizer over the full vocabulary
+    if depth == trie.depth - 1:
+        _ban(logits, nodes, banned)
+    if not constrained:
+        return torch.arange(logits.shape[1], device=logits.device).expand_as(logits), logits - lse
+    tokens, valid = trie.children(depth, nodes.view(-1))  # (R, A) each
+    tokens, valid = tokens.to(logits.device), valid.to(logits.device)
+    if int(tokens.max()) >= logits.shape[1]:
+        raise ValueError(f"generate: item token {int(tokens.max())} is outside the model vocabulary {logits.shape[1]}")
+    return tokens, (logits.gather(1, tokens) - lse).masked_fill(~valid, NEG_INF)
+
+
+def _last_logits_only(model) -> dict:
+    """{"logits_to_keep": 1} when the model (or the base model under a PEFT wrapper) accepts it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+
+
+@torch.inference_mode()
+def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: int,
+                  banned: tuple[torch.Tensor, ...] | None, pad_token_id: int,
+                  constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beam search for one batch of cases: one shared prefill, then P decode steps.
+
+    Returns:
+        leaves (b, K) leaf node ids (-1 = path not an item) and scores (b, K) summed log-probs, descending.
+    """
+    device = next(model.parameters()).device
+    b, k = len(prompts), beam_size
+    ids, mask, pos = _left_pad(prompts, pad_token_id, device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **_last_logits_only(model))
+    cache, logits = out.past_key_values, out.logits[:, -1]  # logits (b, V)
+    next_pos = pos[:, -1] + 1  # (b,)
+    scores = torch.zeros((b, 1), device=device)  # (b, width): width 1 before the first step
+    nodes = torch.zeros((b, 1), dtype=torch.int64)  # (b, width) on CPU, where the trie lives
+    for d in range(trie.depth):
+        width = scores.shape[1]
+        tokens, cand = _candidates(logits, nodes, d, trie, banned, constrained)  # (b * width, A)
+        a = tokens.shape[1]
+        cand = (scores.view(-1, 1) + cand).view(b, width * a)  # (b, width * A)
+        tokens = tokens.reshape(b, width * a)
+        if width * a < k:  # tiny catalogue: pad with impossible candidates
+            cand = torch.cat([cand, cand.new_full((b, k - width * a), NEG_INF)], dim=1)
+            tokens = torch.cat([tokens, tokens.new_zeros((b, k - width * a))], dim=1)
+        scores, idx = cand.topk(k, dim=1)  # (b, K), sorted descending
+        token = tokens.gather(1, idx)  # (b, K)
+        beam = (idx // a).clamp(max=width - 1)  # (b, K); padded candidates point at any beam of the case
+        src = (torch.arange(b, device=device)[:, None] * width + beam).view(-1)  # (b * K,) parent beam row
+        nodes = trie.step(d, nodes.view(-1)[src.cpu()], token.view(-1).cpu()).view(b, k)
+        if d == trie.depth - 1:
+            break
+        cache.reorder_cache(src)  # first step: expands the shared prefill to b * K rows
+        mask = torch.cat([mask[src], mask.new_ones((b * k, 1))], dim=1)  # (b * K, T + d + 1)
+        next_pos = next_pos[src]
+        out = model(input_ids=token.view(-1, 1), attention_mask=mask, position_ids=next_pos[:, None],
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]  # logits (b * K, V)
+        next_pos = next_pos + 1
+    return nodes, scores.cpu()
+
+
+def _as_trie(trie_or_tokens: ItemTrie | np.ndarray) -> ItemTrie:
+    return trie_or_tokens if isinstance(trie_or_tokens, ItemTrie) else ItemTrie(trie_or_tokens)
+
+
+def _banned_tensors(trie: ItemTrie, banned: Sequence[Sequence[int]] | None,
+                    cases: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...] | None:
+    """Banned items of `cases` as (case index within the batch, parent node at depth P-1, final token)."""
+    if banned is None:
+        return None
+    case = np.concatenate([np.full(len(banned[c]), i, dtype=np.int64) for i, c in enumerate(cases)])
+    items = np.concatenate([np.asarray(banned[c], dtype=np.int64).reshape(-1) for c in cases])
+    if len(items) and (items.min() < 0 or items.max() >= trie.num_items):
+        raise ValueError(f"generate: banned item ids must lie in [0, {trie.num_items})")
+    parent, last = trie.last_edges(torch.from_numpy(items))
+    return torch.from_numpy(case).to(device), parent.to(device), last.to(device)
+
+
+def _search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: int, k: int, batch_size: int,
+            banned: Sequence[Sequence[int]] | None, pad_token_id: int | None, progress: bool,
+            constrained: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Shared driver of `beam_search` and `unconstrained_beam_search` (see those for the contract)."""
+    if not 1 <= k <= beam_size:
+        raise ValueError(f"generate: need 1 <= k <= beam_size, got k={k}, beam_size={beam_size}")
+    if banned is not None and len(banned) != len(prompts):
+        raise ValueError(f"generate: banned has {len(banned)} lists for {len(prompts)} prompts")
+    if pad_token_id is None:
+        pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    items = np.full((len(prompts), k), -1, dtype=np.int64)
+    scores = np.full((len(prompts), k), NEG_INF, dtype=np.float32)
+    order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths share a batch: less padding
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for cases in tqdm(chunks, desc="beam search", disable=not progress):
+        leaves, top = _decode_batch(model, [prompts[c] for c in cases], trie, beam_size,
+                                    _banned_tensors(trie, banned, cases, device), pad_token_id, constrained)
+        found = trie.leaf_items(leaves)[:, :k]  # (b, k)
+        top = top[:, :k]
+        dead = torch.isinf(top)  # only beams that ran out of valid continuations
+        items[cases] = found.masked_fill(dead, -1).numpy()
+        scores[cases] = top.numpy()
+    model.train(was_training)
+    return items, scores
+
+
+def beam_search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | np.ndarray, beam_size: int = 10,
+                k: int = 10, batch_size: int = 64, banned: Sequence[Sequence[int]] | None = None,
+                pad_token_id: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k catalogue items per prompt by trie-constrained beam search.
+
+    Args:
+        model: any HF causal LM (logits over a vocabulary that contains the item tokens).
+        prompts: B token-id lists of any lengths.
+        trie: an `ItemTrie`, or the (N, P) item token array to build one from.
+        beam_size: beams kept per case at every depth.
+        k: items returned per case, k <= beam_size.
+        batch_size: cases per forward pass (each expands to batch_size * beam_size rows).
+        banned: optional B lists of item ids never to return for that case (e.g. the history).
+        pad_token_id: id used for left padding (masked out); default model.config.pad_token_id or 0.
+        progress: show a progress bar over batches.
+    Returns:
+        items (B, k) int64 distinct item ids, best first, -1 only when fewer than k items are reachable;
+        scores (B, k) float32 summed log-probabilities, -inf where items is -1.
+    """
+    return _search(model, prompts, _as_trie(trie), beam_size, k, batch_size, banned, pad_token_id,
+                   progress, constrained=True)
+
+
+def unconstrained_beam_search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | np.ndarray,
+                              beam_size: int = 10, k: int = 10, batch_size: int = 64,
+                              banned: Sequence[Sequence[int]] | None = None, pad_token_id: int | None = None,
+                              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Plain beam search over the full vocabulary for P tokens; decoded paths are then looked up as items.
+
+    Args: as `beam_search`.
+    Returns:
+        items (B, k) int64, -1 where the decoded path is not an item (the invalid-ID rate is
+        (items == -1).mean()); scores (B, k) float32 summed log-probabilities of the decoded paths.
+    """
+    return _search(model, prompts, _as_trie(trie), beam_size, k, batch_size, banned, pad_token_id,
+                   progress, constrained=False)
+
+
+def _hf_results(trie: ItemTrie, paths: torch.Tensor, beam_scores: torch.Tensor, k: int,
+                constrained: bool) -> tuple[list[int], list[float]]:
+    """One case of `generate` output -> its k best results: (K, P) paths and (K,) scores, best first."""
+    items: list[int] = []
+    scores: list[float] = []
+    for path, score in zip(paths.tolist(), beam_scores.tolist()):
+        item = trie.item_of(path)
+        # HF seeds the duplicate beams of step 0 with -1e9; those and dead beams are not results
+        if score > -1e8 and (item not in items or (item < 0 and not constrained)):
+            items.append(item)
+            scores.append(score)
+    return items[:k], scores[:k]
+
+
+def hf_generate_topk(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | np.ndarray, beam_size: int = 10,
+                     k: int = 10, batch_size: int = 16, pad_token_id: int | None = None,
+                     constrained: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Reference decoder: HF `generate` (beam search + `prefix_allowed_tokens_fn`) on left-padded batches.
+
+    Args: as `beam_search` (no banned items); constrained=False drops the trie, as `unconstrained_beam_search`.
+    Returns:
+        items (B, k) int64 and scores (B, k) float32 in the format of `beam_search`.
+    """
+    trie = _as_trie(trie)
+    if pad_token_id is None:
+        pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    # generate() fills a None eos_token_id from model.generation_config (Llama: eos 2, an item token here), so eos
+    # is set to an id past the vocabulary: no beam stops before P tokens. length_penalty 0: plain summed log-probs
+    vocab = model.get_output_embeddings().weight.shape[0]
+    config = GenerationConfig(num_beams=beam_size, num_return_sequences=beam_size, max_new_tokens=trie.depth,
+                              do_sample=False, length_penalty=0.0, early_stopping=True, eos_token_id=vocab,
+                              pad_token_id=pad_token_id, return_dict_in_generate=True, output_scores=True)
+    allowed_cache: dict[tuple[int, ...], list[int]] = {}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    items = np.full((len(prompts), k), -1, dtype=np.int64)
+    scores = np.full((len(prompts), k), NEG_INF, dtype=np.float32)
+    for start in range(0, len(prompts), batch_size):
+        ids, mask, _ = _left_pad(prompts[start:start + batch_size], pad_token_id, device)
+        t = ids.shape[1]
+
+        def allowed_fn(batch_id: int, sent: torch.Tensor) -> list[int]:
+            prefix = tuple(sent[t:].tolist())
+            if prefix not in allowed_cache:  # a dead beam still needs one token: it keeps its -inf score
+                allowed_cache[prefix] = trie.allowed(prefix).tolist() or [pad_token_id]
+            return allowed_cache[prefix]
+
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                 prefix_allowed_tokens_fn=allowed_fn if constrained else None)
+        paths = out.sequences[:, t:].view(len(ids), beam_size, -1).cpu()  # (b, K, P)
+        beam_scores = out.sequences_scores.view(len(ids), beam_size).cpu()  # (b, K)
+        for i in range(len(ids)):
+            found, top = _hf_results(trie, paths[i], beam_scores[i], k, constrained)
+            items[start + i, :len(found)] = found
+            scores[start + i, :len(found)] = top
+    model.train(was_training)
+    return items, scores

@@ -1,0 +1,27 @@
+"""The recommender contract shared by every system (RecBole-style: one small interface, one evaluator).
+
+`recommend(cases, k) -> (items (B, k) int64, scores (B, k) float32)` where `cases` holds per-case `history`
+(last max_history item ids) and `seen` (every earlier item id); `-1` marks a missing slot.
+`invalid_rate(cases, k) -> float`: share of unconstrained top-k outputs that are not catalogue items.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    beam_size: int = 10
+    batch_size: int = 64
+    exclude_seen: bool = True
+    """Never recommend an item the user already interacted with (MovieLens users rate a film once)."""
+
+
+class Recommender(Protocol):
+    def recommend(self, cases: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def invalid_rate(self, cases: pd.DataFrame, k: int) -> float: ...

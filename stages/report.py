@@ -1,0 +1,33 @@
+"""Stage report: per-system metrics + per-case results -> reports/comparison.md and bar charts with bootstrap CIs."""
+import argparse
+import logging
+
+from sidrec.config import load_params
+from sidrec.evaluate.report import build_report
+from sidrec.io import setup_logging
+
+log = logging.getLogger("stages.report")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml", help="reads seed, eval.k and eval.bootstrap")
+    ap.add_argument("--metrics-dir", required=True, help="metrics (holds <system>.json, steer_*.json, sid_*.json)")
+    ap.add_argument("--eval-dir", required=True, help="data/eval (holds <system>.parquet per-case results)")
+    ap.add_argument("--systems", required=True, help="comma-separated, e.g. baseline,sasrec,popularity")
+    ap.add_argument("--baseline", default="baseline", help="system the paired comparison is made against")
+    ap.add_argument("--out", required=True, help="reports/comparison.md")
+    ap.add_argument("--plots-dir", required=True, help="reports/figures")
+    args = ap.parse_args()
+    setup_logging()
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if not systems:
+        ap.error("--systems names no system")
+    p = load_params(args.params)
+    build_report(args.metrics_dir, args.eval_dir, systems, args.out, args.plots_dir,
+                 baseline=args.baseline, k=p.eval.k, n_boot=p.eval.bootstrap, seed=p.seed)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Stage tokenize@<method>: item vectors -> semantic IDs (data/sids/<method>.parquet + sidecar), the tokenizer
+model directory, metrics/sid_<method>.json and a dvclive curve directory.
+(Named tokenize_items.py because a script called tokenize.py would shadow the standard library module.)"""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dvclive import Live
+
+from sidrec.config import load_params
+from sidrec.io import StageClock, atomic_path, setup_logging, write_json
+from sidrec.tokenizers.atomic import atomic_table
+from sidrec.tokenizers.rqvae import rqvae_sids
+from sidrec.tokenizers.sids import code_stats
+
+log = logging.getLogger("stages.tokenize")
+
+
+def rqvae(args, p, live):
+    x = np.load(args.input)
+    table, model, metrics = rqvae_sids(x, p.rqvae, p.codebook_size, p.seed, live=live)
+    return table, lambda d: model.save(d), metrics
+
+
+def atomic(args, p, live):
+    n = len(pd.read_parquet(args.input, columns=["item_id"]))
+    table = atomic_table(n)
+    metrics = {"items": n, "levels": 1, "codebook_size": n, **code_stats(table.codes, n), "suffix_size": 0}
+
+    def save(d):
+        with atomic_path(d, is_dir=True) as tmp:
+            (tmp / "config.json").write_text(json.dumps({"tokenizer": "atomic", "items": n}))
+    return table, save, metrics
+
+
+METHODS = {"rqvae": rqvae, "atomic": atomic}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--method", required=True, choices=sorted(METHODS))
+    ap.add_argument("--input", required=True, help="content embeddings (.npy) or items.parquet")
+    ap.add_argument("--out", required=True, help="data/sids/<method>.parquet")
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--plots", required=True, help="dvclive directory for curves")
+    args = ap.parse_args()
+    setup_logging()
+    clock = StageClock()
+    p = load_params(args.params)
+    with Live(dir=args.plots, dvcyaml=None, save_dvc_exp=False) as live:
+        table, save_model, metrics = METHODS[args.method](args, p, live)
+    table.info["tokenizer"] = args.method
+    table.save(args.out)
+    save_model(Path(args.model_dir))
+    write_json(args.metrics, clock.stamp({"tokenizer": args.method, **metrics}))
+    log.info("%s: %d items -> %s (collision rate %.4f)", args.method, table.num_items, args.out,
+             metrics["collision_rate"])
+
+
+if __name__ == "__main__":
+    main()

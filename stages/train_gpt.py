@@ -1,0 +1,80 @@
+"""Stage train@<tokenizer>-gpt: a GPT-2-config decoder from scratch over a tokenizer's IDs, sliding windows of
+train histories, early stopping on validation NDCG@10, an optional grid search; models/gpt/<tokenizer>."""
+import argparse
+import dataclasses
+import logging
+
+import pandas as pd
+import torch
+from dvclive import Live
+
+from sidrec.config import load_params
+from sidrec.data.sequences import make_cases, sliding_windows, train_sequences
+from sidrec.evaluate.accuracy import validation_score
+from sidrec.io import StageClock, read_json, setup_logging, write_json
+from sidrec.models.gpt import GPTArch, GPTRecommender, SequenceCodec, build_gpt
+from sidrec.models.search import grid
+from sidrec.recommend import DecodeSettings
+from sidrec.tokenizers.sids import SidTable
+from sidrec.train import LoopConfig, fit
+
+log = logging.getLogger("stages.train_gpt")
+
+
+def train_one(g, p, codec, windows, valid, decode):
+    torch.manual_seed(p.seed)
+    arch = GPTArch(g.n_layer, g.n_head, g.n_embd, g.dropout, p.eval.max_history)
+    rec = GPTRecommender(build_gpt(arch, codec.layout, codec.max_positions(arch.max_history)), codec, arch, decode)
+    loop = LoopConfig(epochs=g.epochs, batch_size=g.batch_size, lr=g.lr, weight_decay=g.weight_decay,
+                      warmup_ratio=g.warmup_ratio, eval_every=g.eval_every, patience=g.patience, seed=p.seed,
+                      mixed_precision=g.mixed_precision)
+    res = fit(rec, windows, loop, collate_fn=codec.collate, evaluate=lambda m: validation_score(m, valid, p.eval.k))
+    return rec, res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--sids", required=True)
+    ap.add_argument("--events", required=True)
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--out", required=True, help="model directory")
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--plots", required=True)
+    args = ap.parse_args()
+    setup_logging()
+    clock = StageClock()
+    p = load_params(args.params)
+    sids, events = SidTable.load(args.sids), pd.read_parquet(args.events)
+    cold = set(read_json(args.split)["cold_start_items"])
+    codec = SequenceCodec(sids)
+    decode = DecodeSettings(p.eval.beam_size, p.eval.batch_size, p.eval.exclude_seen)
+    windows = sliding_windows(train_sequences(events), p.eval.max_history + 1, p.gpt.window_stride)
+    valid = make_cases(events, "valid", p.eval.max_history, cold, p.eval.valid_cases, p.seed)
+    log.info("%d training windows, %d validation cases, vocab %d", len(windows), len(valid), codec.layout.vocab_size)
+    best, table = None, {}
+    for g in grid(p.gpt, p.gpt.search):
+        rec, res = train_one(g, p, codec, windows, valid, decode)
+        name = ",".join(f"{k}={getattr(g, k)}" for k in sorted(p.gpt.search)) or "default"
+        table[name] = res.best_score
+        log.info("config %s: valid ndcg@10 %.4f (best epoch %d)", name, res.best_score, res.best_epoch)
+        if best is None or res.best_score > best[1].best_score:
+            best = (rec, res, g)
+    rec, res, g = best
+    with Live(dir=args.plots, dvcyaml=None, save_dvc_exp=False) as live:
+        for row in res.history:
+            for k, v in row.items():
+                if k != "epoch":
+                    live.log_metric(k, v)
+            live.next_step()
+    rec.save(args.out, {"chosen": dataclasses.asdict(g), "valid_ndcg@10": res.best_score})
+    n_params = sum(t.numel() for t in rec.model.parameters())
+    write_json(args.metrics, clock.stamp({
+        "valid_ndcg@10": res.best_score, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+        "train_windows": len(windows), "parameters": n_params, "search": table,
+        "chosen": {k: getattr(g, k) for k in sorted(p.gpt.search)}}))
+    log.info("saved %s (%d parameters, valid ndcg@10 %.4f)", args.out, n_params, res.best_score)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The comparison report on three fake systems: tables, paired p-values, cold start, figures, and bad input."""
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from sidrec.evaluate import report
+from sidrec.evaluate.metrics import summarize, target_ranks
+from sidrec.evaluate.report import ReportError, build_report
+from sidrec.io import read_json, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+N_CASES, N_ITEMS, K = 300, 60, 10
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Hit probability on warm / cold targets: sasrec clearly beats baseline, popularity never reaches cold items.
+SYSTEMS = {"sasrec": (0.7, 0.3), "baseline": (0.4, 0.2), "popularity": (0.15, 0.0)}
+
+
+def _fake_system(rng: np.random.Generator, targets: np.ndarray, cold: np.ndarray, p_warm: float, p_cold: float):
+    """Top-10 lists that contain the target at a random position with the given hit probabilities."""
+    topk = np.empty((N_CASES, K), dtype=np.int64)
+    for i, t in enumerate(targets):
+        others = rng.permutation(np.setdiff1d(np.arange(N_ITEMS), [t]))[:K]
+        if rng.random() < (p_cold if cold[i] else p_warm):
+            others[rng.integers(0, K)] = t
+        topk[i] = others
+    topk[0, -1] = -1  # an empty slot, as constrained decoding may leave
+    return topk
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    """metrics/<system>.json and data/eval/<system>.parquet for three systems on the same 300 cases."""
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, N_ITEMS, size=N_CASES)
+    cold = targets < 8  # items 0..7 had no train events
+    metrics_dir, eval_dir = tmp_path / "metrics", tmp_path / "data" / "eval"
+    eval_dir.mkdir(parents=True)
+    for name, (p_warm, p_cold) in SYSTEMS.items():
+        topk = _fake_system(rng, targets, cold, p_warm, p_cold)
+        ranks = target_ranks(topk, targets)
+        m = summarize(ranks, cold, topk, N_ITEMS, n_boot=200, seed=0)
+        if name == "baseline":
+            m["invalid_rate_unconstrained"] = 0.0123
+        write_json(metrics_dir / f"{name}.json", m)
+        pd.DataFrame({"case_id": np.arange(N_CASES), "user_id": np.arange(N_CASES) % 37, "target": targets,
+                      "cold": cold, "topk": list(topk), "rank": ranks}).to_parquet(eval_dir / f"{name}.parquet")
+    return tmp_path, metrics_dir, eval_dir
+
+
+def _run(tmp_path, metrics_dir, eval_dir, systems=("baseline", "sasrec", "popularity")):
+    return build_report(metrics_dir, eval_dir, list(systems), tmp_path / "reports" / "comparison.md",
+                        tmp_path / "reports" / "figures", n_boot=500, seed=0)
+
+
+def _row(md: str, section: str, system: str) -> list[str]:
+    """Cells of `system`'s row in the table under heading `section`."""
+    body = md.split(section, 1)[1].split("\n## ", 1)[0]
+    line = next(ln for ln in body.splitlines() if ln.startswith(f"| {system} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def _assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+
+
+def test_report_tables_pvalues_cold_start_and_figures(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    md = _run(tmp_path, metrics_dir, eval_dir)
+    assert (tmp_path / "reports" / "comparison.md").read_text(encoding="utf-8") == md
+    assert f"same {N_CASES} test cases" in md and "k = 5, 10" in md
+
+    acc = md.split("## Accuracy", 1)[1].split("\n## ", 1)[0]
+    order = [ln.split("|")[1].strip() for ln in acc.splitlines() if ln.startswith("| ") and "system" not in ln]
+    assert order == ["sasrec", "baseline", "popularity"]  # sorted by ndcg@10, descending
+    base = _row(md, "## Accuracy", "baseline")
+    m = read_json(metrics_dir / "baseline.json")["test"]
+    assert base[4] == f"{m['ndcg@10']:.4f} [{m['ndcg@10_ci_low']:.3f}, {m['ndcg@10_ci_high']:.3f}]"
+    assert all(re.fullmatch(r"\d\.\d{4} \[\d\.\d{3}, \d\.\d{3}\]", c) for c in base[1:5])
+    assert base[-1] == "0.0123" and _row(md, "## Accuracy", "sasrec")[-1] == "—"
+
+    paired = "## Paired comparison against `baseline`"
+    assert paired in md and "p-value" in md
+    sas, pop = _row(md, paired, "sasrec"), _row(md, paired, "popularity")
+    assert float(sas[1]) > 0.1 and float(sas[3]) < 0.01
+    assert float(pop[1]) < 0 and float(pop[3]) < 0.01
+    assert "| baseline |" not in md.split(paired, 1)[1].split("\n## ", 1)[0]
+
+    cold = _row(md, "## Cold start", "popularity")
+    assert cold[1] == str(int(read_json(metrics_dir / "popularity.json")["cold_start"]["cases"])) and int(cold[1]) > 0
+    assert cold[2].startswith("0.0000") and cold[3].startswith("0.0000")
+    assert "`popularity` never placed a cold-start target" in md
+
+    figures = tmp_path / "reports" / "figures"
+    for name in ("ndcg_at_10.png", "recall_at_10.png"):
+        _assert_png(figures / name)
+        assert f"](figures/{name})" in md
+
+
+def test_misaligned_cases_raise(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    df = pd.read_parquet(eval_dir / "sasrec.parquet")
+    df.loc[[3, 4], "case_id"] = df.loc[[4, 3], "case_id"].to_numpy()
+    df.to_parquet(eval_dir / "sasrec.parquet")
+    with pytest.raises(ReportError, match="misaligned.*case_id.*row 3"):
+        _run(tmp_path, metrics_dir, eval_dir)
+    assert not (tmp_path / "reports" / "comparison.md").exists()
+
+
+def test_case_count_mismatch_raises(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    pd.read_parquet(eval_dir / "popularity.parquet").iloc[:-1].to_parquet(eval_dir / "popularity.parquet")
+    with pytest.raises(ReportError, match="popularity"):
+        _run(tmp_path, metrics_dir, eval_dir)
+
+
+def test_missing_systems_are_skipped_and_none_is_an_error(fake_run, caplog):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    with caplog.at_level(logging.WARNING, logger="sidrec"):
+        md = _run(tmp_path, metrics_dir, eval_dir, systems=("baseline", "plum", "sasrec"))
+    assert "skipping system 'plum'" in caplog.text
+    assert "plum" not in md and "| sasrec |" in md and "popularity" not in md
+    with pytest.raises(ReportError, match="none of the systems"):
+        _run(tmp_path, metrics_dir, eval_dir, systems=("plum", "lamia"))
+
+
+def test_without_baseline_there_is_no_paired_table(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    md = _run(tmp_path, metrics_dir, eval_dir, systems=("sasrec", "popularity"))
+    assert "`baseline` is not among the evaluated systems" in md
+
+
+def test_optional_steer_and_sid_tables(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    write_json(metrics_dir / "steer_sasrec.json", {"constraint_rate": 0.25, "history": {"jaccard": 0.5}})
+    write_json(metrics_dir / "sid_rqvae.json", {"collision_rate": 0.031, "usage": {"level0": 0.9}, "hist": [1, 2]})
+    write_json(metrics_dir / "sid_plum.json", {"collision_rate": 0.012, "extra": True})
+    md = _run(tmp_path, metrics_dir, eval_dir)
+    assert "## Steerability" in md and "history.jaccard" in md
+    assert _row(md, "## Steerability", "sasrec") == ["sasrec", "0.25", "0.5"]
+    # Tokenizers in file-name order; columns are the union of flattened keys in first-seen order.
+    assert _row(md, "## Semantic ID quality", "plum") == ["plum", "0.012", "True", "—"]
+    assert _row(md, "## Semantic ID quality", "rqvae") == ["rqvae", "0.031", "—", "0.9"]
+    assert "hist" not in md.split("## Semantic ID quality", 1)[1]
+
+
+def test_matplotlib_fallback_when_vl_convert_fails(fake_run, monkeypatch, caplog):
+    tmp_path, metrics_dir, eval_dir = fake_run
+
+    def broken(spec):
+        raise RuntimeError("renderer unavailable")
+
+    monkeypatch.setattr(report, "_render_vegalite", broken)
+    with caplog.at_level(logging.WARNING, logger="sidrec"):
+        _run(tmp_path, metrics_dir, eval_dir)
+    assert "vl-convert failed" in caplog.text
+    _assert_png(tmp_path / "reports" / "figures" / "ndcg_at_10.png")
+
+
+def test_stage_script_end_to_end(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    out, figs = tmp_path / "reports" / "comparison.md", tmp_path / "reports" / "figures"
+    cmd = [sys.executable, str(REPO / "stages" / "report.py"), "--params", str(REPO / "params.yaml"),
+           "--metrics-dir", str(metrics_dir), "--eval-dir", str(eval_dir), "--systems", "baseline,sasrec,popularity,plum",
+           "--out", str(out), "--plots-dir", str(figs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping system 'plum'" in proc.stderr
+    md = out.read_text(encoding="utf-8")
+    assert "| sasrec |" in md and "## Cold start" in md
+    _assert_png(figs / "recall_at_10.png")
+    i = cmd.index("--systems") + 1
+    bad = subprocess.run(cmd[:i] + ["plum"] + cmd[i + 1:], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "none of the systems" in bad.stderr
