@@ -12,20 +12,28 @@ from dvclive import Live
 
 from sidrec.config import load_params
 from sidrec.io import StageClock, atomic_path, setup_logging, write_json
+from sidrec.data.cooccur import pair_quality
 from sidrec.tokenizers.atomic import atomic_table
+from sidrec.tokenizers.plum import plum_sids
 from sidrec.tokenizers.rqvae import rqvae_sids
 from sidrec.tokenizers.sids import code_stats
 
 log = logging.getLogger("stages.tokenize")
 
 
-def rqvae(args, p, live):
+def rqvae(args, p, live, pairs):
     x = np.load(args.input)
     table, model, metrics = rqvae_sids(x, p.rqvae, p.codebook_size, p.seed, live=live)
     return table, lambda d: model.save(d), metrics
 
 
-def atomic(args, p, live):
+def plum(args, p, live, pairs):
+    x = np.load(args.input)
+    table, model, metrics = plum_sids(x, pairs, p.rqvae, p.plum, p.lambda_, p.codebook_size, p.seed, live=live)
+    return table, lambda d: model.save(d), {**metrics, "lambda": p.lambda_, "mask_prob": p.plum.mask_prob}
+
+
+def atomic(args, p, live, pairs):
     n = len(pd.read_parquet(args.input, columns=["item_id"]))
     table = atomic_table(n)
     metrics = {"items": n, "levels": 1, "codebook_size": n, **code_stats(table.codes, n), "suffix_size": 0}
@@ -36,7 +44,7 @@ def atomic(args, p, live):
     return table, save, metrics
 
 
-METHODS = {"rqvae": rqvae, "atomic": atomic}
+METHODS = {"rqvae": rqvae, "plum": plum, "atomic": atomic}
 
 
 def main() -> None:
@@ -44,6 +52,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--method", required=True, choices=sorted(METHODS))
     ap.add_argument("--input", required=True, help="content embeddings (.npy) or items.parquet")
+    ap.add_argument("--pairs", required=True, help="data/pairs.parquet (PLUM's training pairs; held-out pairs for ID quality)")
     ap.add_argument("--out", required=True, help="data/sids/<method>.parquet")
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--metrics", required=True)
@@ -52,8 +61,11 @@ def main() -> None:
     setup_logging()
     clock = StageClock()
     p = load_params(args.params)
+    pairs = pd.read_parquet(args.pairs)
     with Live(dir=args.plots, dvcyaml=None, save_dvc_exp=False) as live:
-        table, save_model, metrics = METHODS[args.method](args, p, live)
+        table, save_model, metrics = METHODS[args.method](args, p, live, pairs)
+    levels = table.info.get("levels", 1)
+    metrics.update(pair_quality(table.codes[:, :levels], pairs, p.seed))
     table.info["tokenizer"] = args.method
     table.save(args.out)
     save_model(Path(args.model_dir))

@@ -140,6 +140,19 @@ def test_banned_items_are_skipped(model, catalogue):
         assert not set(row.tolist()) & set(ban)
 
 
+def test_banned_prefixes_do_not_waste_beams(model, catalogue):
+    """Banning every item under the best level-0 prefixes must not leave the top-k short: exhausted prefixes are
+    pruned at the depth where they become empty, not only at the last token."""
+    layout, tokens = catalogue
+    prompt = make_prompts(layout, [6])
+    exact = exact_scores(model, prompt[0], tokens)  # (N,)
+    first = tokens[:, 0]
+    best_prefixes = sorted(set(first), key=lambda t: -exact[first == t].max())[:2]
+    ban = np.flatnonzero(np.isin(first, best_prefixes)).tolist()
+    items, _ = beam_search(model, prompt, tokens, beam_size=3, k=3, banned=[ban], pad_token_id=layout.pad)
+    assert (items >= 0).all() and not set(items[0].tolist()) & set(ban)
+
+
 def test_padding_invariance(model, catalogue):
     layout, tokens = catalogue
     short, *longer = make_prompts(layout, [2, 15, 9, 12], seed=7)

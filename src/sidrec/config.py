@@ -107,6 +107,30 @@ class RQVAEConfig:
 
 
 @dataclass(frozen=True)
+class PlumConfig:
+    session_gap: int = 3600
+    """Seconds: consecutive events of a user closer than this are one session."""
+    window: int = 5
+    """Inside a session, each event pairs with its next `window` events."""
+    min_count: int = 1
+    """Training pairs seen fewer times are dropped."""
+    temperature: float = 0.1
+    """InfoNCE temperature."""
+    mask_prob: float = 0.3
+    """Progressive masking: probability that a sample drops its deepest level(s)."""
+    pair_batch: int = 256
+    """Pairs per step for the contrastive loss (in-batch negatives)."""
+
+    def validate(self, p: str) -> None:
+        _check(self.session_gap >= 0, f"{p}.session_gap", "must be >= 0 seconds")
+        _check(self.window >= 1, f"{p}.window", "must be >= 1")
+        _check(self.min_count >= 1, f"{p}.min_count", "must be >= 1")
+        _check(self.temperature > 0, f"{p}.temperature", "must be > 0")
+        _check(0 <= self.mask_prob <= 1, f"{p}.mask_prob", "must be in [0, 1]")
+        _check(self.pair_batch >= 2, f"{p}.pair_batch", "must be >= 2 (in-batch negatives)")
+
+
+@dataclass(frozen=True)
 class GPTConfig:
     n_layer: int = 4
     n_head: int = 4
@@ -194,6 +218,7 @@ class Params:
     split: SplitConfig = field(default_factory=SplitConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
+    plum: PlumConfig = field(default_factory=PlumConfig)
     gpt: GPTConfig = field(default_factory=GPTConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

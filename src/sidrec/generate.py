@@ -47,21 +47,38 @@ class ItemTrie:
         self.edge_tokens: list[torch.Tensor] = []  # depth d: (edges_d,)
         self.edge_keys: list[torch.Tensor] = []  # depth d: (edges_d,) sorted
         node = np.zeros(n, dtype=np.int64)  # each item's node at the current depth
+        item_nodes = np.zeros((n, p), dtype=np.int64)  # item's node at depth d + 1 (= its edge at depth d)
+        self.subtree: list[torch.Tensor] = []  # depth d: (edges_d,) items under each edge
         for d in range(p):
-            if d == p - 1:
-                self._item_parent = torch.from_numpy(node.copy())  # (N,) node at depth P-1
             keys, child = np.unique(node * self.stride + tokens[:, d], return_inverse=True)
             counts = np.bincount(keys // self.stride, minlength=int(node.max()) + 1)
             self.offsets.append(torch.from_numpy(np.concatenate([[0], np.cumsum(counts)])))
             self.edge_tokens.append(torch.from_numpy(keys % self.stride))
             self.edge_keys.append(torch.from_numpy(keys))
             node = child.reshape(-1)
+            item_nodes[:, d] = node
+            self.subtree.append(torch.from_numpy(np.bincount(node, minlength=len(keys))))
         if len(self.edge_keys[-1]) != n:
             raise ValueError("ItemTrie: two items share the same token path")
         leaf_item = np.empty(n, dtype=np.int64)
         leaf_item[node] = np.arange(n)
         self._leaf_item = torch.from_numpy(leaf_item)  # (N,) leaf node id -> item id
-        self._item_last = torch.from_numpy(tokens[:, -1].copy())  # (N,)
+        self._item_nodes = torch.from_numpy(item_nodes)  # (N, P)
+
+    def exhausted(self, case: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
+        """Per depth d, sorted keys case * edges_d + edge of the edges every item under which is banned.
+
+        Args:
+            case: (E,) case index of each banned entry; items: (E,) banned item ids (unique per case).
+        Returns:
+            P sorted int64 tensors; a beam must not take an edge whose key is listed (it leads only to banned items).
+        """
+        out = []
+        for d in range(self.depth):
+            edges = len(self.subtree[d])
+            keys, counts = torch.unique(case * edges + self._item_nodes[items, d], return_counts=True)
+            out.append(keys[counts == self.subtree[d][keys % edges]])
+        return out
 
     def step(self, depth: int, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Follow one edge per row.
@@ -130,9 +147,6 @@ class ItemTrie:
         """Item id of a full token path, -1 if the path is not an item."""
         return int(self.leaf_items(torch.tensor([self.node_of(path)]))) if len(path) == self.depth else -1
 
-    def last_edges(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E,) item ids -> their parent node at depth P-1 (E,) and final token (E,)."""
-        return self._item_parent[items], self._item_last[items]
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int,
@@ -150,24 +164,28 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int,
     return ids.to(device), mask.to(device), pos.to(device)
 
 
-def _ban(logits: torch.Tensor, nodes: torch.Tensor, banned: tuple[torch.Tensor, ...] | None) -> None:
-    """In place: -inf on the final token of every banned item whose parent node a beam of its case sits on.
+def _ban(logp: torch.Tensor, nodes: torch.Tensor, depth: int, trie: ItemTrie, valid: torch.Tensor,
+         exhausted: list[torch.Tensor] | None) -> torch.Tensor:
+    """-inf on every edge that leads only to items banned for the beam's case (at any depth, so beams are never
+    wasted on prefixes with nothing left to recommend).
 
     Args:
-        logits: (b * width, V) scores at the last depth.
-        nodes: (b, width) node ids at depth P-1.
-        banned: (case (E,), parent node (E,), final token (E,)) or None.
+        logp: (b * width, A) candidate log-probs of the trie children; nodes: (b, width) beam nodes at `depth`.
+        valid: (b * width, A) which child slots exist; exhausted: from `ItemTrie.exhausted`, or None.
     """
-    if banned is None or len(banned[0]) == 0:
-        return
-    case, parent, last = banned
-    width = nodes.shape[1]
-    hit, beam = (nodes.to(case.device)[case] == parent[:, None]).nonzero(as_tuple=True)  # (H,) entry, (H,) beam
-    logits[case[hit] * width + beam, last[hit]] = NEG_INF
+    if exhausted is None or len(exhausted[depth]) == 0:
+        return logp
+    b, width = nodes.shape
+    start = trie.offsets[depth][nodes.view(-1).clamp(min=0)]  # (R,) first child edge of each beam
+    child = start[:, None] + torch.arange(logp.shape[1])[None, :]  # (R, A) child edge ids
+    case = torch.arange(b).repeat_interleave(width)[:, None]  # (R, 1)
+    edges = len(trie.subtree[depth])
+    dead = torch.isin(case * edges + child, exhausted[depth]) & valid.cpu()
+    return logp.masked_fill(dead.to(logp.device), NEG_INF)
 
 
 def _candidates(logits: torch.Tensor, nodes: torch.Tensor, depth: int, trie: ItemTrie,
-                banned: tuple[torch.Tensor, ...] | None, constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                banned: list[torch.Tensor] | None, constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-beam next tokens and their log-probs: the trie's children, or the whole vocabulary.
 
     Args:
@@ -175,22 +193,21 @@ def _candidates(logits: torch.Tensor, nodes: torch.Tensor, depth: int, trie: Ite
         nodes: (b, width) CPU node ids of the beams at `depth`.
         depth: number of item tokens decoded so far.
         trie: the catalogue trie.
-        banned: see `_ban`; applied at the last depth only.
+        banned: exhausted edges per depth (see `_ban`); constrained mode only.
         constrained: restrict to the trie's children (else every token of the vocabulary).
     Returns:
         tokens (R, A) and log-probs (R, A), -inf for a disallowed slot; A = V when unconstrained.
     """
     logits = logits.float()
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (R, 1): normalizer over the full vocabulary
-    if depth == trie.depth - 1:
-        _ban(logits, nodes, banned)
     if not constrained:
         return torch.arange(logits.shape[1], device=logits.device).expand_as(logits), logits - lse
     tokens, valid = trie.children(depth, nodes.view(-1))  # (R, A) each
     tokens, valid = tokens.to(logits.device), valid.to(logits.device)
     if int(tokens.max()) >= logits.shape[1]:
         raise ValueError(f"generate: item token {int(tokens.max())} is outside the model vocabulary {logits.shape[1]}")
-    return tokens, (logits.gather(1, tokens) - lse).masked_fill(~valid, NEG_INF)
+    logp = (logits.gather(1, tokens) - lse).masked_fill(~valid, NEG_INF)
+    return tokens, _ban(logp, nodes, depth, trie, valid, banned)
 
 
 def _last_logits_only(model) -> dict:
@@ -201,7 +218,7 @@ def _last_logits_only(model) -> dict:
 
 @torch.inference_mode()
 def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: int,
-                  banned: tuple[torch.Tensor, ...] | None, pad_token_id: int,
+                  banned: list[torch.Tensor] | None, pad_token_id: int,
                   constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search for one batch of cases: one shared prefill, then P decode steps.
 
@@ -247,16 +264,17 @@ def _as_trie(trie_or_tokens: ItemTrie | np.ndarray) -> ItemTrie:
 
 
 def _banned_tensors(trie: ItemTrie, banned: Sequence[Sequence[int]] | None,
-                    cases: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...] | None:
-    """Banned items of `cases` as (case index within the batch, parent node at depth P-1, final token)."""
+                    cases: np.ndarray) -> list[torch.Tensor] | None:
+    """Exhausted trie edges per depth for the banned items of `cases` (case index = position in the batch)."""
     if banned is None:
         return None
-    case = np.concatenate([np.full(len(banned[c]), i, dtype=np.int64) for i, c in enumerate(cases)])
-    items = np.concatenate([np.asarray(banned[c], dtype=np.int64).reshape(-1) for c in cases])
-    if len(items) and (items.min() < 0 or items.max() >= trie.num_items):
+    pairs = {(i, int(it)) for i, c in enumerate(cases) for it in banned[c]}
+    if not pairs:
+        return None
+    case, items = (torch.tensor(v, dtype=torch.int64) for v in zip(*sorted(pairs)))
+    if items.min() < 0 or items.max() >= trie.num_items:
         raise ValueError(f"generate: banned item ids must lie in [0, {trie.num_items})")
-    parent, last = trie.last_edges(torch.from_numpy(items))
-    return torch.from_numpy(case).to(device), parent.to(device), last.to(device)
+    return trie.exhausted(case, items)
 
 
 def _search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: int, k: int, batch_size: int,
@@ -278,7 +296,8 @@ def _search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: 
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for cases in tqdm(chunks, desc="beam search", disable=not progress):
         leaves, top = _decode_batch(model, [prompts[c] for c in cases], trie, beam_size,
-                                    _banned_tensors(trie, banned, cases, device), pad_token_id, constrained)
+                                    _banned_tensors(trie, banned, cases) if constrained else None,
+                                    pad_token_id, constrained)
         found = trie.leaf_items(leaves)[:, :k]  # (b, k)
         top = top[:, :k]
         dead = torch.isinf(top)  # only beams that ran out of valid continuations

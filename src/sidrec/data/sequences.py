@@ -21,7 +21,9 @@ def sliding_windows(seqs: list[np.ndarray], window: int, stride: int) -> list[np
 
     Every item (but a user's first) is a target inside some window with up to window-1 items of context;
     overlapping windows re-present targets with different context lengths (TIGER/GRID augmentation).
+    A stride >= window would skip targets, so it is capped at window - 1.
     """
+    stride = max(1, min(stride, window - 1))
     out = []
     for s in seqs:
         if len(s) < 2:

@@ -87,7 +87,8 @@ class GPTRecommender(nn.Module):
         self.trie = ItemTrie(codec.item_tokens)
 
     def _prompts(self, cases) -> list[list[int]]:
-        return [self.codec.stream(h) for h in cases["history"]]
+        # the model has positions for max_history items of history only: older items are dropped
+        return [self.codec.stream(h[-self.arch.max_history:]) for h in cases["history"]]
 
     def recommend(self, cases, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Trie-constrained beam search from each case's history (one shared prefill per case)."""

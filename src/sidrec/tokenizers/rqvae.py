@@ -55,11 +55,14 @@ class RQVAE(nn.Module):
         self.decoder = _mlp(dims[::-1])
         self.codebooks = nn.Parameter(torch.randn(arch.num_levels, arch.codebook_size, arch.latent_dim) * 0.01)
 
-    def quantize(self, z: torch.Tensor, levels: int | None = None) -> dict:
+    def quantize(self, z: torch.Tensor, levels: int | None = None, keep: torch.Tensor | None = None) -> dict:
         """Residual quantization of z (B, d) with the first `levels` codebooks.
 
+        Args:
+            keep: optional (B,) number of levels each sample keeps (PLUM's progressive masking): deeper levels
+                add nothing to z_q and nothing to the RQ loss of that sample. None keeps every level.
         Returns:
-            dict with codes (B, levels), z_q (B, d) summed codewords, residuals (levels, B, d) before each
+            dict with codes (B, levels), z_q (B, d) summed (kept) codewords, residuals (levels, B, d) before each
             level, and rq_loss (scalar).
         """
         levels = self.arch.num_levels if levels is None else levels
@@ -72,20 +75,25 @@ class RQVAE(nn.Module):
             residuals.append(r)
             c = torch.cdist(r.detach(), book.detach()).argmin(dim=1)  # (B,)
             e = book[c]  # (B, d)
-            rq_loss = rq_loss + ((r.detach() - e) ** 2).sum(-1).mean() \
-                + self.arch.beta * ((r - e.detach()) ** 2).sum(-1).mean()
-            z_q = z_q + e
+            per = ((r.detach() - e) ** 2).sum(-1) + self.arch.beta * ((r - e.detach()) ** 2).sum(-1)  # (B,)
+            if keep is None:
+                rq_loss = rq_loss + per.mean()
+                z_q = z_q + e
+            else:
+                w = (keep > lv).to(z.dtype)  # (B,) 1 where this level is kept
+                rq_loss = rq_loss + (per * w).mean()
+                z_q = z_q + e * w[:, None]
             r = r - e.detach()
             codes.append(c)
         return {"codes": torch.stack(codes, 1), "z_q": z_q, "residuals": torch.stack(residuals), "rq_loss": rq_loss}
 
-    def forward(self, x: torch.Tensor, levels: int | None = None) -> dict:
+    def forward(self, x: torch.Tensor, levels: int | None = None, keep: torch.Tensor | None = None) -> dict:
         z = self.encoder(x)  # (B, d)
-        q = self.quantize(z, levels)
+        q = self.quantize(z, levels, keep)
         z_st = z + (q["z_q"] - z).detach()  # straight-through: decoder gradient reaches the encoder
         x_hat = self.decoder(z_st)
         recon = ((x - x_hat) ** 2).sum(-1).mean()
-        return {**q, "z": z, "x_hat": x_hat, "recon_loss": recon}
+        return {**q, "z": z, "z_st": z_st, "x_hat": x_hat, "recon_loss": recon}
 
     def loss(self, batch: dict) -> dict:
         out = self(batch["x"])
@@ -155,7 +163,7 @@ class RQVAETrainResult:
     history: list[dict]
 
 
-def train_rqvae(x: np.ndarray, cfg, codebook_size: int, seed: int, live=None, extra_loss=None) -> RQVAETrainResult:
+def train_rqvae(x: np.ndarray, cfg, codebook_size: int, seed: int, live=None, wrap=None) -> RQVAETrainResult:
     """Train an RQ-VAE on item vectors `x` (N, D) with the shared loop; k-means init and dead-code reset.
 
     Args:
@@ -164,8 +172,8 @@ def train_rqvae(x: np.ndarray, cfg, codebook_size: int, seed: int, live=None, ex
         codebook_size: codes per level (top-level `codebook_size`).
         seed: global seed.
         live: optional dvclive.Live for the loss curve.
-        extra_loss: optional module wrapping the RQ-VAE with a different `loss(batch)` (PLUM); it must hold the
-            RQ-VAE as `.rqvae` and accept the same batches of item indices.
+        wrap: optional factory RQVAE -> module with a different `loss(batch)` over the same item batches (PLUM);
+            the module holds the RQ-VAE as `.rqvae`. Called after the k-means initialization.
     """
     from sidrec.train import LoopConfig, fit
 
@@ -185,7 +193,7 @@ def train_rqvae(x: np.ndarray, cfg, codebook_size: int, seed: int, live=None, ex
             return {f"dead_codes_l{i}": c for i, c in enumerate(rq.reset_dead_codes(xt, gen))}
         return {}
 
-    trainee = extra_loss if extra_loss is not None else model
+    trainee = wrap(model) if wrap is not None else model
     loop = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                       warmup_ratio=0.0, grad_clip=0.0, seed=seed)
     res = fit(trainee, list(range(len(xt))), loop, collate_fn=lambda idx: {"x": xt[idx], "idx": torch.tensor(idx)},
@@ -201,7 +209,7 @@ def train_rqvae(x: np.ndarray, cfg, codebook_size: int, seed: int, live=None, ex
 
 
 def rqvae_sids(x: np.ndarray, cfg, codebook_size: int, seed: int, live=None,
-               extra_loss=None) -> tuple["SidTable", RQVAE, dict]:
+               wrap=None) -> tuple["SidTable", RQVAE, dict]:
     """Train the RQ-VAE and turn its codes into a 1-to-1 SidTable with the collision suffix.
 
     Returns:
@@ -209,7 +217,7 @@ def rqvae_sids(x: np.ndarray, cfg, codebook_size: int, seed: int, live=None,
     """
     from sidrec.tokenizers.sids import SidTable, add_collision_suffix, code_stats
 
-    res = train_rqvae(x, cfg, codebook_size, seed, live=live, extra_loss=extra_loss)
+    res = train_rqvae(x, cfg, codebook_size, seed, live=live, wrap=wrap)
     full = add_collision_suffix(res.codes)
     suffix_size = int(full[:, -1].max()) + 1
     stats = code_stats(res.codes, codebook_size)

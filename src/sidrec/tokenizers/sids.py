@@ -97,7 +97,7 @@ class SidTable:
 class TokenLayout:
     """GPT vocabulary: one token range per code position, then the specials [BOS] [SEP] [EOS] [PAD].
 
-    token(p, c) = offsets[p] + c, so `<l0_12>` and `<l1_12>` are different tokens (DESIGN.md, token layout).
+    token(p, c) = offsets[p] + c, so `<p0_12>` and `<p1_12>` are different tokens (DESIGN.md, token layout).
     """
 
     def __init__(self, vocab_sizes: list[int]) -> None:
@@ -112,6 +112,6 @@ class TokenLayout:
         return np.asarray(codes, dtype=np.int64) + self.offsets[None, :]
 
     def token_names(self) -> list[str]:
-        """Readable names, e.g. `<l0_12>`, `<s_0>` for the last position when it is a suffix."""
+        """Readable names `<p{position}_{code}>`, e.g. `<p0_12>`, then the specials."""
         names = [f"<p{p}_{c}>" for p, v in enumerate(self.vocab_sizes) for c in range(v)]
         return names + list(SPECIALS)
