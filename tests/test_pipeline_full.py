@@ -54,3 +54,12 @@ def test_cli_recommends_titles(repo):
     bad = subprocess.run([sys.executable, "-m", "sidrec", "recommend", "--system", "baseline", "--history",
                           "No Such Film Title", "--root", str(repo.root)], capture_output=True, text=True, env=repo.env)
     assert bad.returncode != 0 and "--history" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_lambda_reruns_only_plum_and_its_dependents(repo):
+    before = repo.params()["lambda"]
+    repo.set_params({"lambda": before + 1.0})
+    stale = set(repo.status())
+    repo.set_params({"lambda": before})
+    assert stale == {"tokenize@plum", "train@plum-gpt", "evaluate@plum-gpt", "report"}
+    assert repo.status() == {}

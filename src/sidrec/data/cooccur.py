@@ -69,13 +69,15 @@ def prefix_sharing(codes: np.ndarray, pairs: pd.DataFrame, depth: int) -> float:
 
 
 def pair_quality(codes: np.ndarray, pairs: pd.DataFrame, seed: int, depths=(1, 2)) -> dict:
-    """Prefix sharing of held-out co-occurring pairs vs as many random item pairs (ID-quality metric).
+    """Prefix sharing of held-out co-occurring pairs vs as many random item pairs (ID-quality metric), plus the
+    same for training pairs (what PLUM optimizes; the gap to held-out pairs shows memorization vs generalization).
 
     Args:
         codes: (N, P) item codes before the suffix.
-        pairs: frame from `mine_pairs` (its `heldout` rows are used).
+        pairs: frame from `mine_pairs` (`heldout` rows; `train` rows for the training-pair share).
     """
     held = pairs[pairs["split"] == "heldout"]
+    train = pairs[pairs["split"] == "train"]
     rng = np.random.default_rng(seed)
     n = max(len(held), 1000)
     rand = pd.DataFrame({"a": rng.integers(0, len(codes), n), "b": rng.integers(0, len(codes), n)})
@@ -87,4 +89,5 @@ def pair_quality(codes: np.ndarray, pairs: pd.DataFrame, seed: int, depths=(1, 2
         name = "l0" if d == 1 else f"l0-{d - 1}"
         out[f"heldout_pairs_share_{name}"] = prefix_sharing(codes, held, d)
         out[f"random_pairs_share_{name}"] = prefix_sharing(codes, rand, d)
+        out[f"train_pairs_share_{name}"] = prefix_sharing(codes, train, d)
     return out
