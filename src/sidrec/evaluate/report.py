@@ -165,7 +165,7 @@ def scalar_table(rows: dict[str, dict], first_col: str) -> str:
         Markdown table; absent values render as an em dash.
     """
     flat = {label: flatten_scalars(d) for label, d in rows.items()}
-    cols = list(dict.fromkeys(key for d in flat.values() for key in d))
+    cols = list(dict.fromkeys(key for d in flat.values() for key in d if key != first_col))  # no repeated label
     body = [[label] + [fmt_scalar(d.get(c)) for c in cols] for label, d in flat.items()]
     return md_table([first_col] + cols, body)
 
