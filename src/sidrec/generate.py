@@ -6,9 +6,10 @@ so every finished beam names a real item. A beam's score is the sum of the model
 log-probabilities of its tokens, log p(t_1..t_P | prompt) = sum_d log softmax(logits_d)[t_d]: the trie masks
 continuations but does not renormalize, the same score as HF `generate` with `prefix_allowed_tokens_fn`.
 
-The decoder works for any HF causal LM (GPT-2, Llama, ...): prompts are left-padded with an attention mask and
-explicit position ids, one shared prefill per case batch fills the KV cache, which is then expanded to the
-beams and reordered after every step with the `Cache.reorder_cache` (index_select) of transformers 5.
+The decoder works for any HF causal LM that accepts a custom 4-D attention mask (GPT-2, Llama, ...): prompts are
+left-padded with explicit position ids, one shared prefill per case batch fills the KV cache, and every later
+step feeds the K beam tokens of a case as one row with a tree-attention mask, so the prompt's keys and values
+are never copied per beam (HF `generate` prefills the prompt once per beam instead).
 """
 from __future__ import annotations
 
@@ -216,16 +217,38 @@ def _last_logits_only(model) -> dict:
     return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
 
 
+def _tree_mask(prompt_mask: torch.Tensor, ancestors: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4-D attention mask of one decode step: each new beam token sees the prompt, its ancestors, itself.
+
+    Args:
+        prompt_mask: (b, T) 1 for real prompt tokens, 0 for left padding.
+        ancestors: (b, K, S) bool, which of the S beam tokens already in the cache lie on each new beam's path.
+        dtype: the model's floating dtype.
+    Returns:
+        (b, 1, K, T + S + K) float mask, 0 where attention is allowed and the dtype's minimum elsewhere.
+    """
+    b, k, _ = ancestors.shape
+    own = torch.eye(k, dtype=torch.bool, device=ancestors.device).expand(b, k, k)
+    keep = torch.cat([prompt_mask.bool()[:, None, :].expand(b, k, -1), ancestors, own], dim=2)
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)[:, None]
+
+
 @torch.inference_mode()
 def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: int,
                   banned: list[torch.Tensor] | None, pad_token_id: int,
                   constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Beam search for one batch of cases: one shared prefill, then P decode steps.
+    """Beam search for one batch of cases: one shared prefill, then P - 1 tree-attention decode steps.
+
+    The KV cache is never copied per beam: it keeps one row per case, and each step appends the K new beam
+    tokens of a case side by side (positions = their depth). A 4-D mask lets every beam token attend to the
+    prompt and to the tokens of its own path only, so the K beams share the prompt's keys and values (tree
+    attention, as in speculative-decoding verifiers). Tokens of pruned beams stay in the cache, masked out.
 
     Returns:
         leaves (b, K) leaf node ids (-1 = path not an item) and scores (b, K) summed log-probs, descending.
     """
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype if param.dtype.is_floating_point else torch.float32
     b, k = len(prompts), beam_size
     ids, mask, pos = _left_pad(prompts, pad_token_id, device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **_last_logits_only(model))
@@ -233,6 +256,7 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_
     next_pos = pos[:, -1] + 1  # (b,)
     scores = torch.zeros((b, 1), device=device)  # (b, width): width 1 before the first step
     nodes = torch.zeros((b, 1), dtype=torch.int64)  # (b, width) on CPU, where the trie lives
+    ancestors = torch.zeros((b, 1, 0), dtype=torch.bool, device=device)  # (b, width, S) beam tokens on each path
     for d in range(trie.depth):
         width = scores.shape[1]
         tokens, cand = _candidates(logits, nodes, d, trie, banned, constrained)  # (b * width, A)
@@ -249,13 +273,13 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_
         nodes = trie.step(d, nodes.view(-1)[src.cpu()], token.view(-1).cpu()).view(b, k)
         if d == trie.depth - 1:
             break
-        cache.reorder_cache(src)  # first step: expands the shared prefill to b * K rows
-        mask = torch.cat([mask[src], mask.new_ones((b * k, 1))], dim=1)  # (b * K, T + d + 1)
-        next_pos = next_pos[src]
-        out = model(input_ids=token.view(-1, 1), attention_mask=mask, position_ids=next_pos[:, None],
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]  # logits (b * K, V)
-        next_pos = next_pos + 1
+        # a new beam's path = its parent's path + the parent's own token (the last K slots of the cache)
+        ancestors = ancestors.gather(1, beam[..., None].expand(b, k, ancestors.shape[2]))
+        if d > 0:
+            ancestors = torch.cat([ancestors, torch.nn.functional.one_hot(beam, width).bool()], dim=2)
+        out = model(input_ids=token, attention_mask=_tree_mask(mask, ancestors, dtype),
+                    position_ids=(next_pos + d)[:, None].expand(b, k), past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits.reshape(b * k, -1)  # logits (b * K, V)
     return nodes, scores.cpu()
 
 
