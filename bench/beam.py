@@ -5,6 +5,7 @@ Both decoders run on the same prompts with the same model (beam 10, top 10), eac
 speed ratio. Not a test: it prints figures.
 
     python bench/beam.py [--model DIR] [--sids data/sids/rqvae.parquet] [--cases 200] [--history 20]
+    python bench/beam.py --llm models/llm/plum/sft --sids data/sids/plum.parquet --history 10   # the LLM path
 """
 from __future__ import annotations
 
@@ -86,9 +87,26 @@ def run(model, prompts: list[list[int]], trie: ItemTrie, pad_token_id: int, labe
     return out
 
 
+def run_llm(args, table: SidTable) -> None:
+    """The same comparison on an LLM after vocabulary surgery, with the recommendation prompts of the LLM path."""
+    from sidrec.corpus.prompts import PromptCodec
+    from sidrec.models.llm import load_llm
+
+    model, tok, meta = load_llm(args.llm)
+    codec = PromptCodec(tok, np.asarray(meta["sid_token_ids"]), table, [""] * table.num_items, meta.get("noun", "item"))
+    rng = np.random.default_rng(args.seed)
+    prompts = [codec.prompt(rng.choice(table.num_items, size=args.history, replace=False).tolist())
+               for _ in range(args.cases)]
+    print(f"LLM {args.llm}: {sum(t.numel() for t in model.parameters()) / 1e6:.0f}M parameters, catalogue "
+          f"{table.num_items} items x {codec.positions} tokens, prompt length {len(prompts[0])}, "
+          f"torch threads {torch.get_num_threads()}")
+    run(model, prompts, ItemTrie(codec.item_tokens), tok.pad_token_id, "llm", batch_size=args.batch_size)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="GPT2LMHeadModel directory; default: a random 4-layer GPT-2")
+    ap.add_argument("--llm", help="an LLM directory written by the cpt/sft stages (its SID table: --sids)")
     ap.add_argument("--sids", default="data/sids/rqvae.parquet", help="SID table; random codes if missing")
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--history", type=int, default=20)
@@ -97,6 +115,9 @@ def main() -> None:
     args = ap.parse_args()
 
     table = load_catalogue(Path(args.sids), args.seed)
+    if args.llm:
+        run_llm(args, table)
+        return
     layout = TokenLayout(table.vocab_sizes)
     item_tokens = layout.item_tokens(table.codes)  # (N, P)
     prompts = make_prompts(item_tokens, args.cases, args.history, layout.bos, layout.sep, args.seed)

@@ -37,7 +37,7 @@ def main() -> None:
     decode = DecodeSettings(p.eval.beam_size, p.eval.batch_size, p.eval.exclude_seen)
     rec = load_recommender(args.system, args.model, args.sids, decode)
     log.info("%s: %d test cases (%d cold-start)", args.system, len(cases), int(cases["cold"].sum()))
-    per_case, metrics = evaluate(rec, cases, n, p.eval.k, p.eval.bootstrap, p.seed)
+    per_case, metrics = evaluate(rec, cases, n, p.eval.k, p.eval.bootstrap, p.seed, p.eval.invalid_cases)
     write_parquet(args.out, per_case)
     write_json(args.metrics, clock.stamp({"system": args.system, **metrics}))
     log.info("%s: ndcg@10 %.4f recall@10 %.4f -> %s", args.system, metrics["test"]["ndcg@10"],

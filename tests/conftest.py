@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures import write_ml1m
+from fixtures import _WORDS, ML_GENRES, write_ml1m
+from llm_fixtures import write_tiny_llm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", ".dvcignore", ".gitignore"]
@@ -37,7 +38,12 @@ TINY_PARAMS: dict = {
     "rqvae": {"epochs": 20, "hidden_dims": [32], "latent_dim": 8, "batch_size": 32, "dead_code_every": 5},
     "gpt": {"n_layer": 1, "n_head": 2, "n_embd": 16, "epochs": 2, "eval_every": 1, "batch_size": 16,
             "mixed_precision": "no"},
-    "eval": {"max_history": 5, "valid_cases": 50, "bootstrap": 100, "batch_size": 16},
+    "eval": {"max_history": 5, "valid_cases": 50, "bootstrap": 100, "batch_size": 16, "invalid_cases": 100},
+    "llm": {"max_history": 4, "mixed_precision": "no"},  # base: a tiny random Llama written per repo
+    "lora_rank": 4,
+    "cpt": {"batch_size": 8, "max_sequences": 20},
+    "sft": {"batch_size": 8, "max_examples": 32, "valid_cases": 50},
+    "steer": {"pairs": [["Drama", "Comedy"], ["Children's", "Horror"]], "dominance": 0.2, "max_users": 5},
 }
 
 
@@ -152,6 +158,8 @@ def create_tiny_repo(root: Path, params: dict | None = None, n_users: int = 40, 
     })
     repo = TinyRepo(root=root, env=env)
     repo.set_params(TINY_PARAMS)
+    llm_dir = write_tiny_llm(root.parent / f"{root.name}-llm", _WORDS + ML_GENRES)
+    repo.set_params({"llm": {"base": str(llm_dir)}})
     if params:
         repo.set_params(params)
     write_ml1m(root / "data" / "raw" / "ml-1m", n_users=n_users, n_items=n_items, seed=seed)

@@ -18,13 +18,16 @@ def repo(tmp_path_factory):
     return r
 
 
+SYSTEMS = ("baseline", "sasrec", "popularity", "plum-gpt", "plum", "rqvae-llm")
+
+
 def test_every_system_has_the_shared_schema(repo):
-    for system in ("baseline", "sasrec", "popularity"):
+    for system in SYSTEMS:
         m = repo.read_json(f"metrics/{system}.json")
         assert SYSTEM_KEYS <= set(m), system
         assert {"ndcg@10", "ndcg@10_ci_low", "ndcg@10_ci_high", "recall@5"} <= set(m["test"])
         assert m["test"]["ndcg@10_ci_low"] <= m["test"]["ndcg@10"] <= m["test"]["ndcg@10_ci_high"]
-    cases = [pd.read_parquet(repo.root / f"data/eval/{s}.parquet") for s in ("baseline", "sasrec", "popularity")]
+    cases = [pd.read_parquet(repo.root / f"data/eval/{s}.parquet") for s in SYSTEMS]
     assert all(c["case_id"].tolist() == cases[0]["case_id"].tolist() for c in cases)
     assert all(c["target"].tolist() == cases[0]["target"].tolist() for c in cases)
 
@@ -39,9 +42,23 @@ def test_sids_are_one_to_one_and_in_range(repo):
     assert 0 < sid["utilization_l0"] <= 1 and "collision_rate" in sid
 
 
+def test_llm_stages_write_their_metrics(repo):
+    for tok in ("rqvae", "plum"):
+        cpt = repo.read_json(f"metrics/cpt_{tok}.json")
+        assert cpt["heldout_ppl_after"] < cpt["heldout_ppl_before"]
+        assert cpt["identity_sentences"] == 2 * len(pd.read_parquet(repo.root / "data/prepared/items.parquet"))
+        sft = repo.read_json(f"metrics/sft_{tok}.json")
+        assert 0 <= sft["valid_ndcg@10"] <= 1 and sft["examples"] == 32
+        assert (repo.root / f"models/llm/{tok}/sft/model.safetensors").exists()
+    for system in ("plum", "rqvae-llm", "baseline", "sasrec", "popularity"):
+        steer = repo.read_json(f"metrics/steer_{system}.json")
+        assert steer["reads_constraints"] == (system in ("plum", "rqvae-llm"))
+        assert 0 <= steer["satisfied@10"] <= 1
+
+
 def test_report_and_status(repo):
     md = (repo.root / "reports/comparison.md").read_text()
-    assert "baseline" in md and "sasrec" in md and "popularity" in md
+    assert all(f"`{s}`" in md for s in SYSTEMS)
     assert repo.status() == {}
 
 
@@ -57,9 +74,20 @@ def test_cli_recommends_titles(repo):
     assert bad.returncode != 0 and "--history" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_cli_constraint_only_for_llm_systems(repo):
+    run = [sys.executable, "-m", "sidrec", "recommend", "--history", "1,2", "-k", "3", "--root", str(repo.root)]
+    out = subprocess.run(run + ["--system", "plum", "--constraint", "Horror"], capture_output=True, text=True,
+                         env=repo.env, check=True).stdout
+    assert "constraint: Horror" in out and len([ln for ln in out.splitlines() if ln[:2].strip().isdigit()]) == 3
+    bad = subprocess.run(run + ["--system", "baseline", "--constraint", "Horror"], capture_output=True, text=True,
+                         env=repo.env)
+    assert bad.returncode != 0 and "--constraint" in bad.stderr
+
+
 def test_lambda_reruns_only_plum_and_its_dependents(repo):
     """`-S lambda=...` must rerun tokenize@plum and what depends on it, and nothing upstream or on other branches."""
-    plum_branch = {"tokenize@plum", "train@plum-gpt", "evaluate@plum-gpt", "report"}
+    plum_branch = {"tokenize@plum", "train@plum-gpt", "evaluate@plum-gpt", "cpt@plum", "sft@plum", "evaluate@plum",
+                   "steer@plum", "report"}
     before = repo.params()["lambda"]
     repo.set_params({"lambda": before + 1.0})
     assert set(repo.status()) == {"tokenize@plum"}  # the only stage whose own inputs changed

@@ -1,5 +1,8 @@
 """Command line: `python -m sidrec recommend --system baseline --history "Toy Story,Aladdin" -k 10`.
 
+LLM systems (plum, rqvae-llm) also take `--constraint "Horror"` (the prompt asks for a Horror movie); systems that
+cannot read text refuse it rather than silently ignore it.
+
 Titles (case-insensitive, exact or unique substring) or item ids in; titles and scores out. Paths default to the
 DVC outputs of the pipeline run in the current directory.
 """
@@ -19,7 +22,7 @@ from sidrec.systems import SYSTEMS, load_recommender
 def system_paths(system: str, root: Path) -> tuple[Path, Path]:
     """(model dir, sids parquet) of a trained system, as laid out by dvc.yaml."""
     tok, kind = SYSTEMS[system]
-    model = root / "models" / ("popularity" if kind == "popularity" else f"{kind}/{tok}")
+    model = root / "models" / {"popularity": "popularity", "gpt": f"gpt/{tok}", "llm": f"llm/{tok}/sft"}[kind]
     return model, root / "data" / "sids" / f"{tok or 'atomic'}.parquet"
 
 
@@ -57,9 +60,13 @@ def recommend_cmd(args) -> None:
     if not model.exists():
         raise SystemExit(f"--system {args.system}: {model} not found; run `dvc repro` first")
     rec = load_recommender(args.system, str(model), str(sids), DecodeSettings(beam_size=max(10, args.k)))
-    cases = pd.DataFrame({"history": [history[-args.max_history:]], "seen": [history]})
+    if args.constraint and not getattr(rec, "reads_constraints", False):
+        raise SystemExit(f"--constraint: system {args.system} cannot read text; use an LLM system (plum, rqvae-llm)")
+    cases = pd.DataFrame({"history": [history[-args.max_history:]], "seen": [history],
+                          "constraint": [args.constraint or None]})
     top, scores = rec.recommend(cases, args.k)
-    print(f"history: {' | '.join(items.loc[history, 'title'])}")
+    print(f"history: {' | '.join(items.loc[history, 'title'])}" + (f"  [constraint: {args.constraint}]"
+                                                                    if args.constraint else ""))
     for rank, (i, s) in enumerate(zip(top[0], scores[0]), 1):
         if i >= 0:
             print(f"{rank:>2}. {items.loc[i, 'title']}  (item {i}, score {s:.3f})")
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--system", required=True, choices=sorted(SYSTEMS))
     r.add_argument("--history", required=True, help='comma-separated titles or item ids, e.g. "Toy Story,Aladdin"')
     r.add_argument("-k", type=int, default=10)
+    r.add_argument("--constraint", help='LLM systems only: e.g. "Horror" -> "Suggest a Horror movie"')
     r.add_argument("--max-history", type=int, default=20)
     r.add_argument("--root", default=".", help="repository root holding data/ and models/")
     args = ap.parse_args(argv)

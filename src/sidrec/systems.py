@@ -5,6 +5,7 @@ A system is a (tokenizer, recommender kind) pair; each kind has one loader, chos
 from __future__ import annotations
 
 from sidrec.models.gpt import GPTRecommender
+from sidrec.models.llm import LLMRecommender
 from sidrec.models.popularity import PopularityRecommender
 from sidrec.recommend import DecodeSettings, Recommender
 from sidrec.tokenizers.sids import SidTable
@@ -15,6 +16,9 @@ SYSTEMS = {  # name: (tokenizer, recommender kind)
     "popularity": (None, "popularity"),
     "plum-gpt": ("plum", "gpt"),
     "lamia-gpt": ("lamia", "gpt"),
+    "plum": ("plum", "llm"),
+    "rqvae-llm": ("rqvae", "llm"),
+    "lamia": ("lamia", "llm"),
 }
 
 
@@ -26,7 +30,11 @@ def _popularity(model_dir: str, sids_path: str, decode: DecodeSettings) -> Recom
     return PopularityRecommender.load(model_dir, decode.exclude_seen)
 
 
-LOADERS = {"gpt": _gpt, "popularity": _popularity}
+def _llm(model_dir: str, sids_path: str, decode: DecodeSettings) -> Recommender:
+    return LLMRecommender.load(model_dir, SidTable.load(sids_path), decode)
+
+
+LOADERS = {"gpt": _gpt, "popularity": _popularity, "llm": _llm}
 
 
 def load_recommender(system: str, model_dir: str, sids_path: str, decode: DecodeSettings = DecodeSettings()) -> Recommender:

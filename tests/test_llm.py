@@ -1,0 +1,224 @@
+"""The LLM path on a tiny random Llama: vocabulary surgery and centroid init, corpus and prompt formats, LoRA SFT
+touching only adapters and new-token rows, save/load round trip, and constrained decoding of valid items."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llm_fixtures import tiny_llama, tiny_tokenizer
+from sidrec.corpus.build import cpt_corpus, history_windows, sft_examples
+from sidrec.corpus.prompts import PromptCodec, item_noun
+from sidrec.models.llm import (LLMRecommender, LoraSettings, TrainSettings, add_sid_vocabulary, load_base, load_llm,
+                               pad_right, perplexity, save_llm, sft_batch, sid_token_names, train_lm, with_lora)
+from sidrec.recommend import DecodeSettings
+from sidrec.tokenizers.sids import SidTable, add_collision_suffix
+
+TITLES = ["Silent River", "Night Return", "Glass Empire", "Summer Ghost", "Last Garden", "Iron Winter",
+          "Secret Storm", "Little City"]
+
+
+def make_sids(n: int = len(TITLES), seed: int = 0) -> SidTable:
+    codes = add_collision_suffix(np.random.default_rng(seed).integers(0, 3, size=(n, 2)))
+    return SidTable(codes, [3, 3, int(codes[:, -1].max()) + 1], {"tokenizer": "toy"})
+
+
+def make_events() -> pd.DataFrame:
+    rows = []
+    for u in range(4):
+        for t, item in enumerate(np.random.default_rng(u).permutation(len(TITLES))[:6]):
+            rows.append((u, int(item), t, "train" if t < 4 else ("valid" if t == 4 else "test")))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "split"])
+
+
+@pytest.fixture()
+def setup():
+    tok = tiny_tokenizer(TITLES + ["Horror Comedy Drama"])
+    model = tiny_llama(len(tok))
+    sids = make_sids()
+    ids = add_sid_vocabulary(model, tok, sids, TITLES, noise=0.0, seed=0)
+    return model, tok, sids, ids, PromptCodec(tok, ids, sids, TITLES, "movie")
+
+
+def test_surgery_adds_one_token_per_code_at_its_title_centroid():
+    tok = tiny_tokenizer(TITLES)
+    model = tiny_llama(len(tok))
+    base = model.get_input_embeddings().weight.detach().clone()
+    sids = make_sids()
+    ids = add_sid_vocabulary(model, tok, sids, TITLES, noise=0.0, seed=0)
+    names = sid_token_names(sids.vocab_sizes)
+    assert tok.convert_tokens_to_ids(names) == ids.tolist() and len(set(ids.tolist())) == len(names)
+    weight = model.get_input_embeddings().weight.detach()
+    assert weight.shape[0] == len(tok) and torch.equal(weight[:len(base)], base)
+    assert model.get_output_embeddings().weight.data_ptr() == weight.data_ptr()  # still tied
+    title_vec = [base[tok(t, add_special_tokens=False).input_ids].mean(0) for t in TITLES]
+    for pos in range(sids.codes.shape[1]):
+        for code in range(sids.vocab_sizes[pos]):
+            row = weight[ids[names.index(f"<p{pos}_{code}>")]]
+            carriers = np.flatnonzero(sids.codes[:, pos] == code)
+            expected = (torch.stack([title_vec[i] for i in carriers]).mean(0) if len(carriers)
+                        else torch.stack(title_vec).mean(0))
+            torch.testing.assert_close(row, expected)
+
+
+def test_surgery_noise_is_seeded_and_small():
+    rows = []
+    for _ in range(2):
+        tok = tiny_tokenizer(TITLES)
+        model = tiny_llama(len(tok))
+        ids = add_sid_vocabulary(model, tok, make_sids(), TITLES, noise=0.01, seed=3)
+        rows.append(model.get_input_embeddings().weight[ids].detach())
+    torch.testing.assert_close(rows[0], rows[1])
+    tok = tiny_tokenizer(TITLES)
+    model = tiny_llama(len(tok))
+    ids = add_sid_vocabulary(model, tok, make_sids(), TITLES, noise=0.0, seed=3)
+    gap = (rows[0] - model.get_input_embeddings().weight[ids].detach()).abs().max()
+    assert 0 < gap < 0.1 * float(model.get_input_embeddings().weight.detach().std())
+
+
+def test_surgery_rejects_a_second_pass_and_wrong_titles(setup):
+    model, tok, sids, _, _ = setup
+    with pytest.raises(ValueError, match="already has SID tokens"):
+        add_sid_vocabulary(model, tok, sids, TITLES, 0.0, 0)
+    with pytest.raises(ValueError, match="titles"):
+        add_sid_vocabulary(tiny_llama(10), tiny_tokenizer(), sids, TITLES[:3], 0.0, 0)
+
+
+def test_untied_output_rows_get_output_centroids():
+    tok = tiny_tokenizer(TITLES)
+    model = tiny_llama(len(tok), tied=False)
+    out_base = model.get_output_embeddings().weight.detach().clone()
+    sids = make_sids()
+    ids = add_sid_vocabulary(model, tok, sids, TITLES, noise=0.0, seed=0)
+    code0 = np.flatnonzero(sids.codes[:, 0] == 0)
+    expected = torch.stack([out_base[tok(TITLES[i], add_special_tokens=False).input_ids].mean(0) for i in code0]).mean(0)
+    torch.testing.assert_close(model.get_output_embeddings().weight[ids[0]].detach(), expected)
+
+
+def test_prompt_formats(setup):
+    _, tok, sids, ids, codec = setup
+    a, b = codec.identity(2)
+    assert tok.decode(a[:-1 - 3]).replace(" ", "") == "TheitemGlassEmpireisrepresentedbyID"
+    assert a[-4:-1] == codec.sid([2]) and b[1:4] == codec.sid([2])
+    assert codec.sid([2]) == [int(ids[0 + sids.codes[2, 0]]), int(ids[3 + sids.codes[2, 1]]),
+                              int(ids[6 + sids.codes[2, 2]])]
+    plain, steered = codec.prompt([0, 1]), codec.prompt([0, 1], "Horror")
+    assert plain[:-2] == steered[:len(plain) - 2] and len(steered) > len(plain)
+    assert tok.decode(plain[-2:]).replace(" ", "") == "Recommendation:"
+    assert item_noun("ml-100k") == "movie" and item_noun("amazon-beauty") == "product"
+
+
+def test_cpt_corpus_uses_train_events_and_every_item(setup):
+    _, _, _, _, codec = setup
+    events = make_events()
+    train, held, counts = cpt_corpus(codec, events, window=3, max_sequences=0, identity_repeats=2, heldout=0.25, seed=0)
+    assert counts["identity_sentences"] == 2 * 2 * len(TITLES)
+    assert counts["history_sentences"] + counts["heldout_sentences"] == len(history_windows(events, 3))
+    train_items = set(events.loc[events.split == "train", "item_id"])
+    windows = history_windows(events, 3)
+    assert all(set(w.tolist()) <= train_items for w in windows)
+    assert sum(len(w) for w in windows) == int((events.split == "train").sum())
+    assert not {tuple(h) for h in held} & {tuple(t) for t in train}
+    again = cpt_corpus(codec, events, 3, 0, 2, 0.25, 0)
+    assert again[0] == train and again[1] == held
+
+
+def test_sft_examples_end_with_the_target_and_carry_true_constraints(setup):
+    _, tok, _, _, codec = setup
+    events = make_events()
+    genres = [["Horror"], ["Comedy", "Drama"], [], ["Horror"], ["Drama"], ["Comedy"], ["Horror"], ["Drama"]]
+    examples, counts = sft_examples(codec, events, genres, max_history=2, max_examples=0, constraint_share=1.0, seed=0)
+    assert counts["examples"] == 4 * 3  # 4 train events per user, each but the first is a target
+    targets = {tuple(codec.sid([i])): i for i in range(len(TITLES))}
+    for ex in examples:
+        target = targets[tuple(ex[-3:])]
+        text = tok.decode(ex[:-3])
+        if genres[target]:
+            assert "Constraint" in text and any(f"Suggest a {g} movie" in text for g in genres[target])
+        assert text.rstrip().endswith("Recommendation :") or text.rstrip().endswith("Recommendation:")
+    assert counts["constrained"] == sum(1 for ex in examples if "Constraint" in tok.decode(ex[:-3]))
+
+
+def test_sft_batch_loss_is_the_target_tokens_only(setup):
+    model, tok, _, _, codec = setup
+    seqs = [codec.prompt([0, 1]) + codec.sid([2]), codec.prompt([3]) + codec.sid([4])]
+    batch = sft_batch(seqs, tok.pad_token_id, 3)
+    loss = model(**batch).loss
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 position_ids=batch["position_ids"]).logits
+    manual = torch.nn.functional.cross_entropy(full[:, -4:-1].reshape(-1, full.shape[-1]),
+                                               batch["input_ids"][:, -3:].reshape(-1))
+    torch.testing.assert_close(loss, manual)
+
+
+def test_one_sft_step_changes_only_lora_weights_and_new_token_rows(setup, tmp_path):
+    model, tok, sids, ids, codec = setup
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    lm = with_lora(model, ids, LoraSettings(rank=4, alpha=8, dropout=0.0))
+    trainable = [n for n, p in lm.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "trainable_tokens" in n for n in trainable)
+    seqs = [codec.prompt([i]) + codec.sid([(i + 1) % len(TITLES)]) for i in range(4)]
+    train_lm(lm, seqs, lambda b: sft_batch(b, tok.pad_token_id, 3),
+             TrainSettings(epochs=1, batch_size=4, lr=0.05, seed=0, warmup_ratio=0.0, logging_steps=1))
+    for name, p in lm.named_parameters():
+        if not p.requires_grad:
+            key = name.replace("base_model.model.", "").replace(".base_layer", "")
+            if key in before:
+                assert torch.equal(p.detach(), before[key]), name
+    merged = lm.merge_and_unload()
+    emb = merged.get_input_embeddings().weight.detach()
+    old = len(emb) - len(ids)
+    assert torch.equal(emb[:old], before["model.embed_tokens.weight"][:old])
+    assert not torch.equal(emb[ids], before["model.embed_tokens.weight"][ids])
+
+
+def test_lora_rank_above_hidden_size_is_a_params_error(setup):
+    model, _, _, ids, _ = setup
+    with pytest.raises(ValueError, match="lora_rank"):
+        with_lora(model, ids, LoraSettings(rank=64, alpha=8, dropout=0.0))
+
+
+def test_cpt_lowers_heldout_perplexity(setup):
+    model, tok, _, ids, codec = setup
+    events = make_events()
+    train, held, _ = cpt_corpus(codec, events, 3, 0, 1, 0.25, 0)
+    before = perplexity(model, train[:8], tok.pad_token_id, ids)
+    lm = with_lora(model, ids, LoraSettings(rank=4, alpha=8, dropout=0.0))
+    train_lm(lm, train[:8] * 8, lambda b: pad_right(b, tok.pad_token_id),
+             TrainSettings(epochs=2, batch_size=8, lr=0.02, seed=0, logging_steps=1))
+    after = perplexity(lm.merge_and_unload(), train[:8], tok.pad_token_id, ids)
+    assert after["ppl"] < before["ppl"] and after["ppl_sid"] < before["ppl_sid"]
+
+
+def test_save_load_round_trip_gives_identical_logits(setup, tmp_path):
+    model, tok, sids, ids, codec = setup
+    save_llm(tmp_path / "m", model, tok, {"sid_token_ids": ids.tolist(), "vocab_sizes": sids.vocab_sizes,
+                                          "noun": "movie", "max_history": 5})
+    loaded, tok2, meta = load_llm(tmp_path / "m")
+    x = torch.tensor([codec.prompt([0, 1, 2], "Horror")])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=x).logits, loaded(input_ids=x).logits, rtol=0, atol=0)
+    assert tok2.convert_tokens_to_ids(sid_token_names(sids.vocab_sizes)) == meta["sid_token_ids"]
+
+
+def test_llm_decode_returns_only_valid_unseen_items(setup, tmp_path):
+    model, tok, sids, ids, _ = setup
+    save_llm(tmp_path / "m", model, tok, {"sid_token_ids": ids.tolist(), "vocab_sizes": sids.vocab_sizes,
+                                          "noun": "movie", "max_history": 5})
+    rec = LLMRecommender.load(tmp_path / "m", sids, DecodeSettings(beam_size=5, batch_size=2))
+    cases = pd.DataFrame({"history": [[0, 1], [2], [3, 4, 5]], "seen": [[0, 1], [2], [3, 4, 5]],
+                          "constraint": [None, "Horror", None]})
+    items, scores = rec.recommend(cases, 5)
+    for row, seen in zip(items, cases["seen"]):
+        assert len(set(row.tolist())) == 5 and all(0 <= i < len(TITLES) and i not in seen for i in row)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert 0.0 <= rec.invalid_rate(cases, 5) <= 1.0
+    with pytest.raises(ValueError, match="vocab sizes"):
+        LLMRecommender.load(tmp_path / "m", SidTable(sids.codes, [3, 3, sids.vocab_sizes[2] + 1], {}),
+                            DecodeSettings())
+
+
+def test_unknown_base_model_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="llm.base"):
+        load_base(str(tmp_path / "no-such-model"))
