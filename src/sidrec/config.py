@@ -277,8 +277,9 @@ class SFTConfig:
 class SteerConfig:
     pairs: tuple[tuple[str, ...], ...] = (("Children's", "Horror"),)
     """(history genre, requested genre) pairs of the counterfactual cases."""
-    dominance: float = 0.5
-    """A user qualifies for a pair when at least this share of their train items has the history genre."""
+    dominance: float = 0.2
+    """A user qualifies for a pair when at least this share of their train items has the history genre (and the
+    requested genre's share of their items is at most its share of the catalogue)."""
     max_users: int = 100
     """Cases per pair (seeded sample of qualifying users)."""
 

@@ -173,14 +173,12 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> dict:
 
 
 def pad_left(seqs: list[list[int]], pad_id: int) -> dict:
-    """Left-padded batch with position ids, so every sequence ends at the last column (SFT: the target's tokens)."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.as_tensor(s)
-        mask[i, width - len(s):] = 1
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+    """Left-padded batch with position ids, so every sequence ends at the last column (SFT: the target's tokens);
+    the same padding as the decoder's prompts."""
+    from sidrec.generate import _left_pad
+
+    ids, mask, pos = _left_pad(seqs, pad_id, torch.device("cpu"))
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
 
 
 def sft_batch(seqs: list[list[int]], pad_id: int, target_len: int) -> dict:
