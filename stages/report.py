@@ -1,4 +1,5 @@
-"""Stage report: per-system metrics + per-case results -> reports/comparison.md and bar charts with bootstrap CIs."""
+"""Stage report: per-system metrics + per-case results (+ steer cases, LLM-stage metrics) -> reports/comparison.md
+and bar charts with bootstrap CIs."""
 import argparse
 import logging
 
@@ -16,6 +17,8 @@ def main() -> None:
     ap.add_argument("--eval-dir", required=True, help="data/eval (holds <system>.parquet per-case results)")
     ap.add_argument("--systems", required=True, help="comma-separated, e.g. baseline,sasrec,popularity")
     ap.add_argument("--baseline", default="baseline", help="system the paired comparison is made against")
+    ap.add_argument("--steer-dir", help="data/steer (holds <system>.parquet steer cases); with --items")
+    ap.add_argument("--items", help="data/prepared/items.parquet (titles and genres of the steerability examples)")
     ap.add_argument("--out", required=True, help="reports/comparison.md")
     ap.add_argument("--plots-dir", required=True, help="reports/figures")
     args = ap.parse_args()
@@ -25,7 +28,8 @@ def main() -> None:
         ap.error("--systems names no system")
     p = load_params(args.params)
     build_report(args.metrics_dir, args.eval_dir, systems, args.out, args.plots_dir,
-                 baseline=args.baseline, k=p.eval.k, n_boot=p.eval.bootstrap, seed=p.seed)
+                 baseline=args.baseline, k=p.eval.k, n_boot=p.eval.bootstrap, seed=p.seed,
+                 steer_dir=args.steer_dir, items=args.items)
     log.info("wrote %s", args.out)
 
 

@@ -223,14 +223,30 @@ def cold_start_section(results: list[SystemResult], k: int) -> str:
     return text
 
 
-def optional_sections(metrics_dir: str | Path, systems: list[str]) -> list[str]:
-    """Steerability (`steer_<system>.json`) and ID-quality (`sid_<tokenizer>.json`) tables, when those files exist."""
+def optional_sections(metrics_dir: str | Path, systems: list[str], steer_dir: str | Path | None = None,
+                      items: pd.DataFrame | None = None, k: int = 10, n_boot: int = 1000, seed: int = 0) -> list[str]:
+    """Steerability, LLM-path and ID-quality (`sid_<tokenizer>.json`) sections, when their files exist.
+
+    With `steer_dir` and `items`, steerability gets the full lens (`report_lenses.steer_section`: per-pair shares,
+    paired tests, qualitative examples); without them, a plain table of each `steer_<system>.json`.
+    """
+    from sidrec.evaluate.report_lenses import llm_section, load_steer, steer_section
+
     metrics_dir = Path(metrics_dir)
     out = []
-    steer = {s: read_json(metrics_dir / f"steer_{s}.json") for s in systems
-             if (metrics_dir / f"steer_{s}.json").exists()}
-    if steer:
-        out.append("## Steerability\n\nCounterfactual prompts (see DESIGN.md).\n\n" + scalar_table(steer, "system"))
+    if steer_dir is not None and items is not None:
+        steer = load_steer(metrics_dir, steer_dir, systems)
+        if steer:
+            out.append(steer_section(steer, items["title"].astype(str).tolist(), items["genres"].tolist(), k, n_boot,
+                                     seed))
+    else:
+        steer = {s: read_json(metrics_dir / f"steer_{s}.json") for s in systems
+                 if (metrics_dir / f"steer_{s}.json").exists()}
+        if steer:
+            out.append("## Steerability\n\nCounterfactual prompts (see DESIGN.md).\n\n" + scalar_table(steer, "system"))
+    llm = llm_section(metrics_dir, sorted(p.stem.removeprefix("cpt_") for p in metrics_dir.glob("cpt_*.json")))
+    if llm:
+        out.append(llm)
     sid = {p.stem.removeprefix("sid_"): read_json(p) for p in sorted(metrics_dir.glob("sid_*.json"))}
     if sid:
         out.append("## Semantic ID quality\n\n" + scalar_table(sid, "tokenizer"))
@@ -310,7 +326,7 @@ def write_bar_chart(results: list[SystemResult], key: str, path: str | Path) -> 
 
 def build_report(metrics_dir: str | Path, eval_dir: str | Path, systems: list[str], out: str | Path,
                  plots_dir: str | Path, baseline: str = "baseline", k: int = 10, n_boot: int = 1000,
-                 seed: int = 0) -> str:
+                 seed: int = 0, steer_dir: str | Path | None = None, items: str | Path | None = None) -> str:
     """Write the comparison report (Markdown) and its figures.
 
     Args:
@@ -323,6 +339,8 @@ def build_report(metrics_dir: str | Path, eval_dir: str | Path, systems: list[st
         k: headline cut-off (sorting, paired test, cold start, figures).
         n_boot: paired bootstrap resamples.
         seed: paired bootstrap seed.
+        steer_dir: optional directory with `<system>.parquet` steer cases (with `items`: the full steerability lens).
+        items: optional items.parquet (titles and genres for the steerability examples).
 
     Returns:
         The Markdown text that was written to `out`.
@@ -344,7 +362,9 @@ def build_report(metrics_dir: str | Path, eval_dir: str | Path, systems: list[st
              f"Each test case has one held-out target, so Recall@k is the hit rate and NDCG@k = 1/log2(rank + 2). "
              f"Intervals are 95% percentile bootstraps over test cases, as written by the evaluate stage.")
     sections = [intro, accuracy_section(results, ks), paired_section(results, baseline, k, n_boot, seed),
-                cold_start_section(results, k), *optional_sections(metrics_dir, [r.name for r in results])]
+                cold_start_section(results, k),
+                *optional_sections(metrics_dir, [r.name for r in results], steer_dir,
+                                   pd.read_parquet(items) if items is not None else None, k, n_boot, seed)]
     figures = []
     for key in (f"ndcg@{k}", f"recall@{k}"):
         png = write_bar_chart(results, key, plots_dir / f"{key.replace('@', '_at_')}.png")

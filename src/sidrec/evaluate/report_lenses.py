@@ -1,0 +1,149 @@
+"""Report sections for the lenses beyond accuracy (seeds/000 Phase 3): steerability with qualitative examples,
+and the LLM path (continued pre-training perplexity, instruction-tuning validation score).
+
+Steerability reads what the steer stage wrote per system (`metrics/steer_<system>.json` and the per-case
+`data/steer/<system>.parquet`, the same counterfactual cases in the same order for every system). Systems that read
+text are compared with the best constraint-blind system on the same cases by the paired bootstrap of the per-case
+share of the top-k in the requested genre (`sidrec.evaluate.metrics.paired_bootstrap`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sidrec.evaluate.metrics import paired_bootstrap
+from sidrec.io import read_json
+
+log = logging.getLogger(__name__)
+
+_MISSING = "—"
+STEER_COLUMNS = ("case_id", "source", "constraint", "history", "topk", "satisfied", "closeness")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _f(v, digits: int = 3) -> str:
+    return _MISSING if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+
+
+def load_steer(metrics_dir: str | Path, steer_dir: str | Path, systems: list[str]) -> dict[str, tuple[dict, pd.DataFrame]]:
+    """system -> (steer metrics, per-case frame) for every listed system that has both files, in listed order."""
+    out = {}
+    for s in systems:
+        m, c = Path(metrics_dir) / f"steer_{s}.json", Path(steer_dir) / f"{s}.parquet"
+        if m.exists() and c.exists():
+            cases = pd.read_parquet(c)
+            absent = [col for col in STEER_COLUMNS if col not in cases.columns]
+            if absent:
+                raise ValueError(f"report: {c} lacks column(s) {absent}; rerun the steer stage")
+            out[s] = (read_json(m), cases)
+    return out
+
+
+def _aligned(steer: dict) -> bool:
+    ids = [tuple(c["case_id"]) + tuple(c["constraint"]) for _, c in steer.values()]
+    return all(i == ids[0] for i in ids)
+
+
+def steer_section(steer: dict[str, tuple[dict, pd.DataFrame]], titles: list[str], genres: list, k: int,
+                  n_boot: int, seed: int, examples: int = 2, shown: int = 5) -> str:
+    """Steerability: the summary table, per-pair shares, paired tests against the best constraint-blind system,
+    and qualitative examples (history, then each system's top items with the requested genre marked).
+
+    Args:
+        steer: from `load_steer`.
+        titles, genres: per item (for the examples).
+        k: cut-off the steer stage used.
+        examples: cases shown for the first pair; shown: top items listed per system.
+    """
+    if not steer:
+        return ""
+    first = next(iter(steer.values()))[1]
+    text = (f"## Steerability\n\nCounterfactual cases: users whose train history leans on one genre are asked for "
+            f"another (\"Constraint: Suggest a {{genre}} movie.\"), {len(first)} cases over "
+            f"{first.groupby(['source', 'constraint']).ngroups} (history genre -> requested genre) pairs, the same "
+            f"cases for every system. satisfied@{k} = share of the top-{k} carrying the requested genre; base rate = "
+            f"that share among the user's unseen items (a constraint-blind random pick); closeness@{k} = mean cosine "
+            f"of the recommended items' content embeddings to the history's mean (does the system stay personal?); "
+            f"reference = the {k} most popular unseen items of the requested genre (obeys, ignores the user). "
+            f"Systems that cannot read text answer the same cases with the constraint ignored.\n\n")
+    rows = []
+    for s, (m, _) in steer.items():
+        sat = m.get(f"satisfied@{k}")
+        ci = f" [{m[f'satisfied@{k}_ci_low']:.3f}, {m[f'satisfied@{k}_ci_high']:.3f}]" if sat is not None else ""
+        rows.append([s, "yes" if m.get("reads_constraints") else "no", _f(sat) + ci, _f(m.get("base_rate")),
+                     _f(m.get(f"closeness@{k}")), _f(m.get(f"reference_closeness@{k}"))])
+    text += _table(["system", "reads text", f"satisfied@{k}", "base rate", f"closeness@{k}",
+                    f"reference closeness@{k}"], rows)
+    pairs = list(dict.fromkeys(p for m, _ in steer.values() for p in m.get("pairs", {})))
+    if pairs:
+        text += f"\n\nsatisfied@{k} per pair:\n\n" + _table(
+            ["pair", "cases", *steer], [[p, str(next(iter(steer.values()))[0]["pairs"].get(p, {}).get("cases", 0)),
+                                        *[_f(m.get("pairs", {}).get(p, {}).get(f"satisfied@{k}")) for m, _ in
+                                          steer.values()]] for p in pairs])
+    text += _paired_steer(steer, k, n_boot, seed)
+    return text + _examples(steer, titles, genres, examples, shown)
+
+
+def _paired_steer(steer: dict, k: int, n_boot: int, seed: int) -> str:
+    readers = [s for s, (m, _) in steer.items() if m.get("reads_constraints")]
+    blind = [s for s, (m, _) in steer.items() if not m.get("reads_constraints")]
+    if not readers or not blind:
+        return ""
+    if not _aligned(steer):
+        log.warning("report: steer cases differ between systems; no paired steerability test")
+        return "\n\nThe systems' steer cases differ, so no paired test is reported."
+    ref = max(blind, key=lambda s: steer[s][1]["satisfied"].mean())
+    rows = []
+    for s in readers:
+        res = paired_bootstrap(steer[s][1]["satisfied"].to_numpy(float), steer[ref][1]["satisfied"].to_numpy(float),
+                               n_boot=n_boot, seed=seed)
+        rows.append([s, f"{res['diff']:+.3f}", f"[{res['ci_low']:+.3f}, {res['ci_high']:+.3f}]", f"{res['p_value']:.4f}"])
+    return (f"\n\nPaired bootstrap over the same cases against `{ref}`, the constraint-blind system that happens to "
+            f"meet the requested genre most often:\n\n" + _table(["system", f"Δ satisfied@{k}", "95% CI", "p-value"],
+                                                              rows))
+
+
+def _examples(steer: dict, titles: list[str], genres: list, n: int, shown: int) -> str:
+    _, cases = next(iter(steer.values()))
+    if not len(cases) or not _aligned(steer):
+        return ""
+    src, dst = cases.iloc[0][["source", "constraint"]]
+    picked = cases.index[(cases["source"] == src) & (cases["constraint"] == dst)][:n]
+    out = [f"\n\n### Examples: a {src} history asked for {dst}\n\n(✓ = the item carries {dst})"]
+    for i in picked:
+        hist = [titles[j] for j in list(cases.loc[i, "history"])[-shown:]]
+        out.append(f"\n**Case {int(cases.loc[i, 'case_id'])}** — last {len(hist)} of the history: " + "; ".join(hist))
+        for s, (_, c) in steer.items():
+            top = [int(j) for j in list(c.loc[i, "topk"])[:shown] if int(j) >= 0]
+            marks = [f"{titles[j]}{' ✓' if dst in set(genres[j]) else ''}" for j in top]
+            out.append(f"- `{s}`: " + "; ".join(marks))
+    return "\n".join(out)
+
+
+def llm_section(metrics_dir: str | Path, tokenizers: list[str]) -> str:
+    """The LLM path per tokenizer: held-out perplexity before/after continued pre-training (all tokens and SID
+    tokens only), then the instruction-tuned model's validation NDCG@10."""
+    rows = []
+    for t in tokenizers:
+        cpt_p, sft_p = Path(metrics_dir) / f"cpt_{t}.json", Path(metrics_dir) / f"sft_{t}.json"
+        if not cpt_p.exists():
+            continue
+        c, s = read_json(cpt_p), read_json(sft_p) if sft_p.exists() else {}
+        rows.append([t, f"{c['heldout_ppl_before']:.1f} -> {c['heldout_ppl_after']:.1f}",
+                     f"{c['heldout_ppl_sid_before']:.1f} -> {c['heldout_ppl_sid_after']:.1f}",
+                     str(c.get("new_tokens", _MISSING)), _f(s.get("valid_ndcg@10"), 4), _f(s.get("valid_recall@10"), 4),
+                     f"{(c.get('runtime_s') or 0) / 60:.1f} + {(s.get('runtime_s') or 0) / 60:.1f}"])
+    if not rows:
+        return ""
+    return ("## LLM path\n\nContinued pre-training on the bilingual corpus (identity sentences both ways + train-history "
+            "sentences): perplexity on held-out history sentences before -> after, over all tokens and over the SID "
+            "tokens only; then the instruction-tuned model's NDCG@10 / Recall@10 on a seeded sample of validation "
+            "cases.\n\n" + _table(["tokenizer", "held-out ppl", "held-out SID-token ppl", "new tokens",
+                                    "sft valid ndcg@10", "sft valid recall@10", "minutes (cpt + sft)"], rows))
