@@ -6,7 +6,7 @@ from pathlib import Path
 from sidrec.config import load_params
 from sidrec.data.loaders import load_raw
 from sidrec.data.prepare import data_metrics, prepare
-from sidrec.io import StageClock, setup_logging, write_json, write_parquet
+from sidrec.io import StageClock, atomic_path, setup_logging, write_json, write_parquet
 
 log = logging.getLogger("stages.prepare")
 
@@ -25,9 +25,10 @@ def main() -> None:
     prep = prepare(events, meta, p.dataset, p.split)
     prep.split["dataset"] = p.dataset.name
     out = Path(args.out)
-    write_parquet(out / "items.parquet", prep.items)
-    write_parquet(out / "events.parquet", prep.events)
-    write_json(out / "split.json", prep.split)
+    with atomic_path(out, is_dir=True) as tmp:  # the three files appear together or not at all
+        write_parquet(tmp / "items.parquet", prep.items)
+        write_parquet(tmp / "events.parquet", prep.events)
+        write_json(tmp / "split.json", prep.split)
     m = clock.stamp(data_metrics(prep))
     write_json(args.metrics, m)
     log.info("prepared %d users, %d items, %d events -> %s", m["users"], m["items"], m["events"], out)

@@ -167,7 +167,8 @@ def test_schema_and_data_metrics(tmp_path):
     m = data_metrics(p)
     assert set(m) == {"dataset", "protocol", "users", "items", "events", "events_train", "events_valid",
                       "events_test", "cold_start_items", "cold_start_test_events", "median_history_length",
-                      "median_train_history_length", "dropped", "dropped_total"}
+                      "median_train_history_length", "dropped", "dropped_total", "dropped_items",
+                      "dropped_items_total"}
     assert m["dataset"] == "amazon-beauty" and m["protocol"] == "temporal"
     assert m["items"] == len(p.items) and m["events"] == len(p.events)
     assert m["events_train"] + m["events_valid"] + m["events_test"] == m["events"]
@@ -176,4 +177,5 @@ def test_schema_and_data_metrics(tmp_path):
     cold = set(p.split["cold_start_items"])
     assert m["cold_start_test_events"] == int(p.events.query("split == 'test'")["item_id"].isin(cold).sum())
     assert m["dropped"] == p.dropped and m["dropped_total"] == sum(p.dropped.values()) > 0
-    assert all(isinstance(v, (int, float, str)) for k, v in m.items() if k != "dropped")
+    assert m["dropped_items"] == p.dropped_items and m["dropped_items_total"] == len(meta) - len(p.items) > 0
+    assert all(isinstance(v, (int, float, str)) for k, v in m.items() if k not in ("dropped", "dropped_items"))

@@ -7,6 +7,7 @@ Downstream stages read upstream configs from checkpoints and sidecars, never fro
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -369,6 +370,8 @@ def from_dict(cls, data, prefix: str = ""):
             if not _type_ok(value, tp):
                 tname = getattr(tp, "__name__", str(tp))
                 raise ParamsError(f"params: `{dotted}` must be {tname}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):  # .nan / .inf pass every `>=` check or none
+                raise ParamsError(f"params: `{dotted}` is {value}; write a finite number")
             kwargs[name] = tuple(value) if isinstance(value, list) else value
     for name, f in fields.items():
         if name not in kwargs:

@@ -1,7 +1,11 @@
 """Atomic outputs and stage bookkeeping.
 
 Every output is written to a temporary sibling and renamed into place, so a crash never leaves a half-written
-file or directory for DVC to cache.
+file or directory for DVC to cache. A temporary sibling left by a killed process (SIGKILL skips every cleanup) carries
+the dead writer's pid in its name and is removed by the next write to the same path.
+
+Stage scripts call `setup_logging`, which also reports the user's own mistakes (`ParamsError`, `DataError`: a bad
+params.yaml value or raw file) as the one-line message that names the field and the fix, without a traceback.
 """
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +28,40 @@ log = logging.getLogger("sidrec")
 
 
 def setup_logging() -> None:
+    """Log format for stage scripts; user errors (bad params or raw data) exit with their one-line message."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sys.excepthook = _user_error_hook
+
+
+def _user_error_hook(exc_type, exc, tb) -> None:
+    """`sys.excepthook`: a ParamsError or DataError prints `error: <message>` (one line; the exit status stays 1),
+    anything else keeps its full traceback."""
+    from sidrec.config import ParamsError
+    from sidrec.data.loaders import DataError
+
+    if issubclass(exc_type, (ParamsError, DataError)):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        sys.__excepthook__(exc_type, exc, tb)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete `.{name}.{pid}.*.tmp` siblings of `path` whose writer process no longer exists."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]+\.tmp$")  # tempfile's random part
+    for sib in path.parent.iterdir():
+        m = pattern.match(sib.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(sib, ignore_errors=True) if sib.is_dir() else sib.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -30,10 +69,12 @@ def atomic_path(path: str | Path, is_dir: bool = False):
     """Yield a temporary path next to `path`; on success rename it to `path` (replacing it), else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    prefix = f".{path.name}.{os.getpid()}."
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
     try:

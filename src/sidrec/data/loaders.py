@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -70,13 +71,48 @@ def _nonempty(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df
 
 
+MAX_UNIX_SECONDS = 10**11  # year 5138: larger values are milliseconds (or garbage), not seconds
+
+
 def _int_timestamps(s: pd.Series, path: Path, col: str) -> pd.Series:
-    out = pd.to_numeric(s, errors="coerce")
+    """Unix seconds as int64 (fractions floored); non-numeric, infinite and out-of-range values are errors."""
+    out = pd.to_numeric(s.where(~s.map(lambda v: isinstance(v, bool))), errors="coerce").astype("float64")
     bad = out.isna()
     if bad.any():
         raise DataError(f"{path.name}: column {col} has {int(bad.sum())} non-numeric value(s) "
                         f"(first: {s[bad].iloc[0]!r}); it must hold unix seconds")
-    return out.astype("int64")
+    bad = ~((out >= 0) & (out < MAX_UNIX_SECONDS))  # also catches inf
+    if bad.any():
+        raise DataError(f"{path.name}: column {col} has {int(bad.sum())} value(s) outside unix seconds "
+                        f"[0, 1e11) (first: {s[bad].iloc[0]!r}); write whole seconds since 1970 "
+                        "(divide milliseconds by 1000)")
+    return np.floor(out).astype("int64")
+
+
+def _years(s: pd.Series) -> pd.Series:
+    """Release years as Int64; anything but a whole number in 1..9999 (empty, `unkonwn` as in RecBole's ml-100k,
+    1995.5, inf) is an unknown year (NA): the year only decorates the item text."""
+    out = pd.to_numeric(s, errors="coerce").astype("float64")
+    ok = np.isfinite(out) & (out == np.floor(out)) & (out >= 1) & (out <= 9999)
+    return out.where(ok).astype("Int64")
+
+
+def _scalars(s: pd.Series, path: Path, col: str, what: str) -> pd.Series:
+    """`s` as strings (missing stays NA: prepare drops and counts such rows); a list or object value is an error."""
+    bad = s.map(lambda v: isinstance(v, (list, dict, tuple, set)))
+    if bad.any():
+        raise DataError(f"{path.name}: column {col} has {int(bad.sum())} value(s) that are not {what} "
+                        f"(first: {s[bad].iloc[0]!r}); write each as a string")
+    return s.astype(str)
+
+
+def _ids(s: pd.Series, path: Path, col: str) -> pd.Series:
+    return _scalars(s, path, col, "ids")
+
+
+def _texts(s: pd.Series, path: Path, col: str) -> pd.Series:
+    """Free text, stripped; missing is ""."""
+    return _scalars(s, path, col, "text").fillna("").str.strip()
 
 
 def _read_text(path: Path, encoding: str = "utf-8") -> str:
@@ -86,6 +122,16 @@ def _read_text(path: Path, encoding: str = "utf-8") -> str:
         raise DataError(f"{path.name}: not valid {encoding} text at byte {e.start}; re-encode the file as {encoding}") from None
 
 
+def _read_movielens_text(path: Path) -> str:
+    """MovieLens .dat files ship as ISO-8859-1; a copy re-encoded as UTF-8 is read as UTF-8, not turned into mojibake
+    (non-ASCII ISO-8859-1 text is practically never valid UTF-8)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("iso-8859-1")
+
+
 def _read_atomic(path: Path) -> pd.DataFrame:
     """A RecBole atomic file: tab-separated, header `name:type`."""
     text = _read_text(path)
@@ -93,6 +139,9 @@ def _read_atomic(path: Path) -> pd.DataFrame:
     if not lines or not lines[0].strip():
         raise DataError(f"{path.name}: the file is empty; expected a header like `user_id:token<TAB>item_id:token`")
     header = [h.split(":")[0] for h in lines[0].split("\t")]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise DataError(f"{path.name}: column(s) {', '.join(twice)} appear twice in the header; rename or remove one")
     rows = [ln.split("\t") for ln in lines[1:] if ln.strip()]
     bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
     if bad is not None:
@@ -113,7 +162,7 @@ def load_ml100k(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     genres = items["class"].fillna("") if "class" in items else pd.Series([""] * len(items))
     meta = pd.DataFrame({
         "source_id": items["item_id"], "title": items["movie_title"].fillna("").str.strip(),
-        "description": "", "year": pd.to_numeric(year, errors="coerce").astype("Int64"),
+        "description": "", "year": _years(year),
         "genres": [[g for g in s.split() if g != "unknown"] for s in genres],
     })
     return events, meta
@@ -125,7 +174,7 @@ _YEAR_IN_TITLE = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 def load_ml1m(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     check_present("ml-1m", raw_dir)
     rp, mp = raw_dir / "ratings.dat", raw_dir / "movies.dat"
-    rows = [ln.split("::") for ln in _read_text(rp, "iso-8859-1").splitlines() if ln.strip()]
+    rows = [ln.split("::") for ln in _read_movielens_text(rp).splitlines() if ln.strip()]
     if not rows:
         raise DataError(f"{rp.name}: the file has no data rows; re-download or re-place it")
     bad = next((i for i, r in enumerate(rows) if len(r) != 4), None)
@@ -134,7 +183,7 @@ def load_ml1m(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     r = pd.DataFrame(rows, columns=["user", "item", "rating", "ts"])
     events = pd.DataFrame({"source_user": r["user"], "source_item": r["item"],
                            "timestamp": _int_timestamps(r["ts"], rp, "Timestamp")})
-    mrows = [ln.split("::") for ln in _read_text(mp, "iso-8859-1").splitlines() if ln.strip()]
+    mrows = [ln.split("::") for ln in _read_movielens_text(mp).splitlines() if ln.strip()]
     if not mrows:
         raise DataError(f"{mp.name}: the file has no data rows; re-download or re-place it")
     bad = next((i for i, r in enumerate(mrows) if len(r) != 3), None)
@@ -173,23 +222,28 @@ def load_amazon(raw_dir: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             recs.append(json.loads(line))
         except json.JSONDecodeError:
             raise DataError(f"{rp.name}: line {ln} is not JSON; expected one review object per line") from None
+        if not isinstance(recs[-1], dict):
+            raise DataError(f"{rp.name}: line {ln} is a JSON {type(recs[-1]).__name__}; expected one review object per line")
     r = _nonempty(pd.DataFrame.from_records(recs), rp)
     _require(r, ["reviewerID", "asin", "unixReviewTime"], rp)
-    events = pd.DataFrame({"source_user": r["reviewerID"].astype(str), "source_item": r["asin"].astype(str),
+    events = pd.DataFrame({"source_user": _ids(r["reviewerID"], rp, "reviewerID"),
+                           "source_item": _ids(r["asin"], rp, "asin"),
                            "timestamp": _int_timestamps(r["unixReviewTime"], rp, "unixReviewTime")})
     metas = []
     for ln, line in _gz_lines(mp):
         try:  # the 2014 metadata is one Python literal per line, not JSON
             metas.append(ast.literal_eval(line))
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise DataError(f"{mp.name}: line {ln} is not a Python/JSON object literal") from None
+        if not isinstance(metas[-1], dict):
+            raise DataError(f"{mp.name}: line {ln} is a {type(metas[-1]).__name__} literal; expected one item dict per line")
     m = _nonempty(pd.DataFrame.from_records(metas), mp)
     _require(m, ["asin"], mp)
     cats = m["categories"] if "categories" in m else pd.Series([None] * len(m))
     meta = pd.DataFrame({
-        "source_id": m["asin"].astype(str),
-        "title": (m["title"] if "title" in m else pd.Series([""] * len(m))).fillna("").astype(str).str.strip(),
-        "description": (m["description"] if "description" in m else pd.Series([""] * len(m))).fillna("").astype(str).str.strip(),
+        "source_id": _ids(m["asin"], mp, "asin"),
+        "title": _texts(m["title"], mp, "title") if "title" in m else "",
+        "description": _texts(m["description"], mp, "description") if "description" in m else "",
         "year": pd.array([None] * len(m), dtype="Int64"),
         # the first category path minus the root category (every item shares it)
         "genres": [list(c[0][1:]) if isinstance(c, list) and c and isinstance(c[0], list) else [] for c in cats],

@@ -1,14 +1,15 @@
 """Raw frames -> the canonical schema of DESIGN.md, with a split.
 
 Cleaning order: events without a user/item/timestamp, exact duplicate (user, item, timestamp) rows, events of
-items without metadata, items without any text, then an iterated k-core. Ids are re-indexed densely in sorted
+items without metadata, items without any text, then an iterated k-core. Every dropped event row is counted under
+its reason (`dropped`), and so is every dropped metadata row (`dropped_items`). Ids are re-indexed densely in sorted
 source-id order; events are sorted by (user, timestamp, item_id) so equal timestamps break ties the same way
 on every machine.
 """
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,10 @@ class Prepared:
     events: pd.DataFrame
     split: dict
     dropped: dict
+    """Dropped event rows by reason."""
+    dropped_items: dict = field(default_factory=dict)
+    """Dropped metadata rows by reason: duplicate_source_id, without_text, without_events (never in the cleaned
+    log), k_core (all of the item's events removed by the k-core)."""
 
 
 def item_text(title: str, description: str, year, genres: list[str]) -> str:
@@ -63,19 +68,27 @@ def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: Spl
     events = events.drop_duplicates(subset=["source_user", "source_item", "timestamp"])
     dropped["duplicate_user_item_timestamp"] = n0 - len(events)
 
+    dropped_items: Counter = Counter()
+    n_meta = len(meta)
     meta = meta.drop_duplicates(subset=["source_id"], keep="first")
+    dropped_items["duplicate_source_id"] = n_meta - len(meta)
     n0 = len(events)
     events = events[events["source_item"].isin(meta["source_id"])]
     dropped["item_without_metadata"] = n0 - len(events)
 
-    has_text = (meta["title"].str.len() > 0) | (meta["description"].str.len() > 0)
+    has_text = ((meta["title"].fillna("").astype(str).str.len() > 0)
+                | (meta["description"].fillna("").astype(str).str.len() > 0))
+    dropped_items["without_text"] = int((~has_text).sum())
     n0 = len(events)
     events = events[events["source_item"].isin(meta.loc[has_text, "source_id"])]
     dropped["item_without_text"] = n0 - len(events)
 
     n0 = len(events)
+    before_k_core = meta.loc[has_text, "source_id"].isin(events["source_item"])
+    dropped_items["without_events"] = int((~before_k_core).sum())
     events = k_core(events, ds.min_user_events, ds.min_item_events)
     dropped["k_core"] = n0 - len(events)
+    dropped_items["k_core"] = int(before_k_core.sum()) - int(events["source_item"].nunique())
     if events.empty:
         raise DataError(f"prepare: no events left after cleaning and the k-core filter "
                         f"(dataset.min_user_events={ds.min_user_events}, min_item_events={ds.min_item_events}); lower them")
@@ -108,11 +121,11 @@ def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: Spl
         "year": meta["year"].astype("Int64").array,
         "first_seen": first_seen.reindex(np.arange(len(meta))).to_numpy().astype("int64"),
     })
-    return Prepared(items=items, events=ev, split=split, dropped=dict(dropped))
+    return Prepared(items=items, events=ev, split=split, dropped=dict(dropped), dropped_items=dict(dropped_items))
 
 
 def data_metrics(p: Prepared) -> dict:
-    """metrics/data.json: sizes per split, cold-start items, history lengths, dropped rows by reason."""
+    """metrics/data.json: sizes per split, cold-start items, history lengths, dropped event and metadata rows by reason."""
     ev, split = p.events, p.split
     per_split = ev["split"].value_counts()
     cold = set(split["cold_start_items"])
@@ -132,4 +145,6 @@ def data_metrics(p: Prepared) -> dict:
         "median_train_history_length": float(ev[ev["split"] == "train"].groupby("user_id").size().median()),
         "dropped": {k: int(v) for k, v in p.dropped.items()},
         "dropped_total": int(sum(p.dropped.values())),
+        "dropped_items": {k: int(v) for k, v in p.dropped_items.items()},
+        "dropped_items_total": int(sum(p.dropped_items.values())),
     }
