@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -292,6 +293,57 @@ class SteerConfig:
 
 
 @dataclass(frozen=True)
+class KubeflowConfig:
+    """Kubernetes resources of the Kubeflow pipeline compiled from dvc.yaml (pipelines/kubeflow.py); no stage reads
+    this section, so changing it reruns nothing under DVC."""
+
+    image: str = "sidrec:latest"
+    """Container image of every step, built from the Dockerfile and pushed where the cluster pulls from; tag it
+    with the commit, since kfp's step cache keys on the image name, not its contents."""
+    cpu: str = "2"
+    """Default CPU request of a step, a Kubernetes quantity: `2`, `0.5` or `500m` (quoted in params.yaml)."""
+    memory: str = "8G"
+    """Default memory request of a step, a Kubernetes quantity: `8G`, `16Gi`, `512M`."""
+    gpu: int = 0
+    """Default number of accelerators of a step (a Kubernetes limit); 0 = none."""
+    accelerator: str = "nvidia.com/gpu"
+    """Kubernetes resource name of the accelerator (`nvidia.com/gpu`, `amd.com/gpu`, ...)."""
+    stages: dict = field(default_factory=dict)
+    """Overrides of cpu/memory/gpu per stage (`train@rqvae-gpt`) or per foreach group (`train`: every train@...);
+    a stage's own entry wins over its group's. Names not in dvc.yaml are allowed (stages still being added)."""
+
+    RESOURCES = ("cpu", "memory", "gpu")
+    CPU_RE = r"([0-9]*[.])?[0-9]+m?"  # the formats kfp's set_cpu_request / set_memory_request accept
+    MEMORY_RE = r"[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?"
+
+    def resources(self, stage: str) -> dict:
+        """{cpu, memory, gpu, accelerator} of one stage: the defaults, then its group's override, then its own."""
+        out = {"cpu": self.cpu, "memory": self.memory, "gpu": self.gpu}
+        for name in dict.fromkeys((stage.split("@", 1)[0], stage)):
+            out.update(self.stages.get(name, {}))
+        return {**out, "accelerator": self.accelerator}
+
+    def _check_resources(self, values: dict, p: str) -> None:
+        _check(isinstance(values.get("cpu", ""), str) and re.fullmatch(self.CPU_RE, values.get("cpu", "1")),
+               f"{p}.cpu", "must be a quoted CPU quantity such as \"2\", \"0.5\" or \"500m\"")
+        _check(isinstance(values.get("memory", ""), str) and re.fullmatch(self.MEMORY_RE, values.get("memory", "1")),
+               f"{p}.memory", "must be a memory quantity such as 8G, 16Gi or 512M")
+        gpu = values.get("gpu", 0)
+        _check(isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0, f"{p}.gpu", "must be an integer >= 0")
+
+    def validate(self, p: str) -> None:
+        _check(bool(self.image) and not any(c.isspace() for c in self.image), f"{p}.image",
+               "must be a container image reference such as registry.example.com/sidrec:<commit>")
+        _check(bool(self.accelerator), f"{p}.accelerator", "must be a Kubernetes resource name such as nvidia.com/gpu")
+        self._check_resources({"cpu": self.cpu, "memory": self.memory, "gpu": self.gpu}, p)
+        for name, values in self.stages.items():
+            where = f"{p}.stages.{name}"
+            _check(isinstance(values, dict) and bool(values) and set(values) <= set(self.RESOURCES), where,
+                   f"must map some of {', '.join(self.RESOURCES)} to values, e.g. {{gpu: 1, memory: 32G}}")
+            self._check_resources(values, where)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     """Every random generator in every stage is seeded from this."""
@@ -315,6 +367,7 @@ class Params:
     cpt: CPTConfig = field(default_factory=CPTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
     def validate(self, p: str = "") -> None:
         _check(self.codebook_size >= 2, "codebook_size", "must be >= 2")
