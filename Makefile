@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro test bench clean-venv kubeflow
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/beam.py
+
+# Regenerate pipelines/kubeflow.yaml from dvc.yaml + params.yaml (after any change to either).
+kubeflow: setup
+	$(BIN)/python pipelines/kubeflow.py
 
 clean-venv:
 	rm -rf $(VENV)
