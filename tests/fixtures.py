@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,3 +211,27 @@ def write_amazon(dir: str | Path, category: str = "Beauty", n_users: int = 30, n
     items = pd.DataFrame({"source_id": [iid[i] for i in range(n_items + 2)], "title": titles, "description": descs,
                           "year": pd.array([None] * (n_items + 2), dtype="Int64"), "genres": genres})
     return RawLog(_raw_events(log, uid, iid), items, [reviews, meta])
+
+
+# --- running stage scripts outside DVC --------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_env() -> dict:
+    """Environment for a stage script run by hand: this checkout's src/ on PYTHONPATH, offline, no DVC variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "PYTHONPATH"))}
+    env.update({"PYTHONPATH": str(REPO_ROOT / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false"})
+    return env
+
+
+def run_stage_script(script: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python stages/<script> args...` in `cwd` (relative paths resolve there); returns the finished process."""
+    return subprocess.run([sys.executable, str(REPO_ROOT / "stages" / script), *args], cwd=cwd, env=stage_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def temp_leftovers(root: Path) -> list[Path]:
+    """Temporary siblings `atomic_path` writes (`.<name>.<pid>.<random>.tmp`) anywhere under `root`."""
+    return sorted(p for p in Path(root).rglob(".*.tmp"))

@@ -62,7 +62,9 @@ def check_present(name: str, raw_dir: Path) -> None:
 def _require(df: pd.DataFrame, cols: list[str], path: Path) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise DataError(f"{path.name}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns)) or 'none'}")
+        found = ", ".join(map(str, df.columns)) or "none"
+        raise DataError(f"{path.name}: missing column(s) {', '.join(missing)}; found {found}; "
+                        "rename the field(s) or re-download the file")
 
 
 def _nonempty(df: pd.DataFrame, path: Path) -> pd.DataFrame:

@@ -45,6 +45,19 @@ def _sort_key(ids: pd.Series) -> pd.Series:
     return num if num.notna().all() else ids
 
 
+def _dedup_metadata(meta: pd.DataFrame) -> pd.DataFrame:
+    """One row per source_id. Of rows sharing an id the one with the most text is kept (ties: the smallest by
+    content), so the result never depends on the order of the metadata file."""
+    dup = meta["source_id"].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return meta
+    rows = meta[dup]
+    text = rows["title"].fillna("").astype(str).str.len() + rows["description"].fillna("").astype(str).str.len()
+    content = np.array([repr(tuple(r)) for r in rows.itertuples(index=False)])
+    best = rows.iloc[np.lexsort((content, -text.to_numpy()))].drop_duplicates(subset=["source_id"])
+    return pd.concat([meta[~dup], best])
+
+
 def k_core(events: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
     """Iteratively drop users with < min_user events and items with < min_item events until stable."""
     while True:
@@ -70,7 +83,7 @@ def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: Spl
 
     dropped_items: Counter = Counter()
     n_meta = len(meta)
-    meta = meta.drop_duplicates(subset=["source_id"], keep="first")
+    meta = _dedup_metadata(meta)
     dropped_items["duplicate_source_id"] = n_meta - len(meta)
     n0 = len(events)
     events = events[events["source_item"].isin(meta["source_id"])]
@@ -89,6 +102,10 @@ def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: Spl
     events = k_core(events, ds.min_user_events, ds.min_item_events)
     dropped["k_core"] = n0 - len(events)
     dropped_items["k_core"] = int(before_k_core.sum()) - int(events["source_item"].nunique())
+    if events.empty and n0 == 0:
+        reasons = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
+        raise DataError(f"prepare: no events left after cleaning (dropped: {reasons or 'the log is empty'}); "
+                        "fix the raw files: events need a user, an item with metadata and text, and a timestamp")
     if events.empty:
         raise DataError(f"prepare: no events left after cleaning and the k-core filter "
                         f"(dataset.min_user_events={ds.min_user_events}, min_item_events={ds.min_item_events}); lower them")
