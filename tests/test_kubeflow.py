@@ -104,7 +104,8 @@ def test_every_out_is_an_output_and_every_produced_dep_an_input():
         assert outs == {Path(o.fs_path).relative_to(REPO_ROOT).as_posix() for o in stages[name].outs}, name
         ins = {p for p, _ in flag_values(args, "--input", 2)}
         deps = [Path(d.fs_path).relative_to(REPO_ROOT).as_posix() for d in stages[name].deps]
-        wanted = {p for p, producer in produced.items() if producer != name and any(kubeflow._overlaps(p, d) for d in deps)}
+        wanted = {p for p, producer in produced.items()
+                  if producer != name and any(kubeflow._overlaps(p, d) for d in deps)}
         assert ins == wanted, name
         for rel, placeholder in flag_values(args, "--input", 2) + flag_values(args, "--output", 2):
             assert re.fullmatch(r"\{\{\$\.(inputs|outputs)\.artifacts\['\w+'\]\.path\}\}", placeholder), placeholder
@@ -253,7 +254,8 @@ def test_compiled_steps_run_with_artifacts_and_a_partial_parameter(tmp_path):
         args = resolve(spec, task, artifacts, values)
         repo.run(sys.executable, str(REPO_ROOT / "pipelines" / "step.py"), "--workdir", str(repo.root), *args)
     raw = artifacts / "fetch" / "data_raw_ml_1m"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(p.name for p in (repo.root / "data" / "raw" / "ml-1m").iterdir())
+    written = repo.root / "data" / "raw" / "ml-1m"  # fetch checks the ml-1m files the fixture wrote
+    assert sorted(p.name for p in raw.iterdir()) == sorted(p.name for p in written.iterdir())
     prepared = artifacts / "prepare" / "data_prepared"
     assert {p.name for p in prepared.iterdir()} >= {"items.parquet", "events.parquet", "split.json"}
     assert json.loads((prepared / "split.json").read_text())["protocol"] == "leave_one_out"
@@ -294,3 +296,28 @@ def test_cli_check_reports_drift(tmp_path):
     res = subprocess.run([sys.executable, str(REPO_ROOT / "pipelines" / "kubeflow.py"), "--check", "--out", str(stale)],
                          capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 1 and "is stale" in res.stderr and "python pipelines/kubeflow.py" in res.stderr
+
+
+def test_kubeflow_resources_precedence():
+    from sidrec.config import KubeflowConfig
+
+    kf = KubeflowConfig(cpu="2", memory="8G", gpu=0, stages={"train": {"gpu": 1, "memory": "32G"},
+                                                             "train@atomic-gpt": {"gpu": 0}})
+    assert kf.resources("train@rqvae-gpt") == {"cpu": "2", "memory": "32G", "gpu": 1, "accelerator": "nvidia.com/gpu"}
+    assert kf.resources("train@atomic-gpt")["gpu"] == 0 and kf.resources("train@atomic-gpt")["memory"] == "32G"
+    assert kf.resources("train_popularity") == {"cpu": "2", "memory": "8G", "gpu": 0, "accelerator": "nvidia.com/gpu"}
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("cpu", 2, "kubeflow.cpu"), ("cpu", "two", "kubeflow.cpu"), ("memory", "8GB", "kubeflow.memory"),
+    ("gpu", -1, "kubeflow.gpu"), ("image", "a b", "kubeflow.image"), ("stages", {"train": {"gpus": 1}},
+                                                                        "kubeflow.stages.train"),
+    ("stages", {"cpt": {"memory": "1.5G"}}, "kubeflow.stages.cpt.memory"), ("region", "eu", "kubeflow.region")])
+def test_bad_kubeflow_params_are_one_line_errors(key, value, named):
+    from sidrec.config import Params, ParamsError, from_dict
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["kubeflow"][key] = value
+    with pytest.raises(ParamsError, match=re.escape(f"`{named}`")) as err:
+        from_dict(Params, raw)
+    assert "\n" not in str(err.value)

@@ -324,11 +324,12 @@ class KubeflowConfig:
         return {**out, "accelerator": self.accelerator}
 
     def _check_resources(self, values: dict, p: str) -> None:
-        _check(isinstance(values.get("cpu", ""), str) and re.fullmatch(self.CPU_RE, values.get("cpu", "1")),
-               f"{p}.cpu", "must be a quoted CPU quantity such as \"2\", \"0.5\" or \"500m\"")
-        _check(isinstance(values.get("memory", ""), str) and re.fullmatch(self.MEMORY_RE, values.get("memory", "1")),
-               f"{p}.memory", "must be a memory quantity such as 8G, 16Gi or 512M")
-        gpu = values.get("gpu", 0)
+        """The cpu/memory/gpu entries of `values` (a stage override may set only some of them)."""
+        cpu, memory, gpu = values.get("cpu", "1"), values.get("memory", "1"), values.get("gpu", 0)
+        _check(isinstance(cpu, str) and bool(re.fullmatch(self.CPU_RE, cpu)), f"{p}.cpu",
+               'must be a quoted CPU quantity such as "2", "0.5" or "500m"')
+        _check(isinstance(memory, str) and bool(re.fullmatch(self.MEMORY_RE, memory)), f"{p}.memory",
+               "must be a memory quantity such as 8G, 16Gi or 512M")
         _check(isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0, f"{p}.gpu", "must be an integer >= 0")
 
     def validate(self, p: str) -> None:
