@@ -235,3 +235,40 @@ def run_stage_script(script: str, *args: str, cwd: Path, timeout: float = 600) -
 def temp_leftovers(root: Path) -> list[Path]:
     """Temporary siblings `atomic_path` writes (`.<name>.<pid>.<random>.tmp`) anywhere under `root`."""
     return sorted(p for p in Path(root).rglob(".*.tmp"))
+
+
+# Runs the stage commands of dvc.yaml for `targets` and everything upstream, in DVC's order, inside one Python
+# process (argv = [targets as JSON, seed]): the same scripts and arguments DVC would run, with the interpreter and
+# the libraries started once (accelerate's process-wide state is reset between stages). Before each stage the
+# global RNGs (random, numpy, torch) are reseeded from `seed`, so a stage that draws from them without seeding its
+# own generators gives different results for different seeds.
+_IN_PROCESS_RUNNER = """
+import json, random, runpy, shlex, sys
+import networkx as nx, numpy as np, torch
+from accelerate.state import AcceleratorState
+from dvc.repo import Repo
+
+targets, seed = json.loads(sys.argv[1]), int(sys.argv[2])
+with Repo(".") as repo:
+    by_name = {s.addressing: s for s in repo.index.stages}
+    order = []
+    for target in targets:
+        order += [s for s in nx.dfs_postorder_nodes(repo.index.graph, by_name[target]) if s not in order]
+    commands = [(s.addressing, shlex.split(s.cmd)) for s in order]
+for i, (name, argv) in enumerate(commands):
+    assert argv[0] == "python", argv
+    AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton, fixed by the first stage
+    random.seed(seed + i)
+    np.random.seed(seed + i)
+    torch.manual_seed(seed + i)
+    print(f"stage {name}", flush=True)
+    sys.argv = argv[1:]
+    runpy.run_path(argv[1], run_name="__main__")
+"""
+
+
+def start_stages_in_one_process(root: Path, env: dict, targets: list[str], seed: int) -> subprocess.Popen:
+    """Start `_IN_PROCESS_RUNNER` in `root` (a tiny repo) with PYTHONHASHSEED=seed; output goes to root/../run.log."""
+    with open(Path(root).parent / f"{Path(root).name}-run.log", "w") as log:  # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-c", _IN_PROCESS_RUNNER, json.dumps(targets), str(seed)], cwd=root,
+                                env={**env, "PYTHONHASHSEED": str(seed)}, stdout=log, stderr=subprocess.STDOUT)
