@@ -14,6 +14,7 @@ from sidrec.config import load_params
 from sidrec.io import StageClock, atomic_path, setup_logging, write_json
 from sidrec.data.cooccur import pair_quality
 from sidrec.tokenizers.atomic import atomic_table
+from sidrec.tokenizers.lamia import lamia_sids
 from sidrec.tokenizers.plum import plum_sids
 from sidrec.tokenizers.rqvae import rqvae_sids
 from sidrec.tokenizers.sids import code_stats
@@ -44,14 +45,23 @@ def atomic(args, p, live, pairs):
     return table, save, metrics
 
 
-METHODS = {"rqvae": rqvae, "plum": plum, "atomic": atomic}
+def lamia(args, p, live, pairs):
+    x = np.load(args.input)  # data/palette/vectors.npy, (N, L, D)
+    c = p.lamia
+    table, quant, metrics = lamia_sids(x, p.codebook_size, c.pca_dim, c.n_init, p.seed, c.pca_per_position)
+    config = {"tokenizer": "lamia", "codebook_size": p.codebook_size, "pca_dim": c.pca_dim, "n_init": c.n_init,
+              "pca_per_position": c.pca_per_position, "seed": p.seed, "palette_length": int(x.shape[1])}
+    return table, lambda d: quant.save(d, config), metrics
+
+
+METHODS = {"rqvae": rqvae, "plum": plum, "atomic": atomic, "lamia": lamia}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--method", required=True, choices=sorted(METHODS))
-    ap.add_argument("--input", required=True, help="content embeddings (.npy) or items.parquet")
+    ap.add_argument("--input", required=True, help="content embeddings (.npy), palette vectors (.npy) or items.parquet")
     ap.add_argument("--pairs", required=True, help="data/pairs.parquet (PLUM's training pairs; held-out pairs for ID quality)")
     ap.add_argument("--out", required=True, help="data/sids/<method>.parquet")
     ap.add_argument("--model-dir", required=True)

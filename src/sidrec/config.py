@@ -345,6 +345,69 @@ class KubeflowConfig:
 
 
 @dataclass(frozen=True)
+class PaletteConfig:
+    tasks: tuple[str, ...] = ("title", "genres", "year")
+    """items.parquet columns the palette must reconstruct, one generative task each (Amazon: [title, genres], the
+    category path); an item without a value skips that task; a column that does not exist is an error."""
+    tasks_per_item: int = 1
+    """Tasks drawn per item per epoch (seeded); 0 = every task of the item (pass 1 is shared by an item's tasks)."""
+    max_content_tokens: int = 64
+    """Content block (the item's `text`) is truncated to this many LLM tokens."""
+    epochs: int = 1
+    batch_size: int = 32
+    """Items per step (in-batch negatives of L_inter)."""
+    lr: float = 1e-3
+    warmup_ratio: float = 0.05
+    gamma: float = 0.1
+    """Weight of L_intra + L_inter against L_gen (seeds/002 5.4)."""
+    alpha_intra: float = 0.1
+    """Hinge margin on the cosine between positions of one item's palette."""
+    alpha_inter: float = 0.25
+    """Hinge margin on the cosine between different items at the same position."""
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    mixed_precision: str = "bf16"
+    """`bf16` autocast for training (the catalogue is encoded in float32), or `no`."""
+    row_tokens: int = 256
+    """Sequences are packed into rows of this many tokens (block-diagonal mask), so no compute goes to padding."""
+    encode_batch_size: int = 64
+    eval_items: int = 64
+    """Seeded sample of items scored (gen loss, answer accuracy, hinge losses) before and after training."""
+
+    def validate(self, p: str) -> None:
+        _check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks) and all(self.tasks), f"{p}.tasks",
+               "must be a non-empty list of distinct items.parquet column names")
+        _check(self.tasks_per_item >= 0, f"{p}.tasks_per_item", "must be >= 0 (0 = every task)")
+        for k in ("max_content_tokens", "epochs", "batch_size", "encode_batch_size"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
+        _check(self.batch_size >= 2, f"{p}.batch_size", "must be >= 2 (L_inter needs in-batch negatives)")
+        _check(self.lr > 0, f"{p}.lr", "must be > 0")
+        _check(0 <= self.warmup_ratio < 1, f"{p}.warmup_ratio", "must be in [0, 1)")
+        _check(self.gamma >= 0, f"{p}.gamma", "must be >= 0")
+        _check(-1 <= self.alpha_intra < 1, f"{p}.alpha_intra", "must be a cosine margin in [-1, 1)")
+        _check(-1 <= self.alpha_inter < 1, f"{p}.alpha_inter", "must be a cosine margin in [-1, 1)")
+        _check(self.lora_alpha > 0, f"{p}.lora_alpha", "must be > 0")
+        _check(0 <= self.lora_dropout < 1, f"{p}.lora_dropout", "must be in [0, 1)")
+        _check(self.mixed_precision in ("no", "bf16"), f"{p}.mixed_precision", "must be no or bf16")
+        _check(self.row_tokens >= 16, f"{p}.row_tokens", "must be >= 16")
+        _check(self.eval_items >= 0, f"{p}.eval_items", "must be >= 0 (0 = no before/after evaluation)")
+
+
+@dataclass(frozen=True)
+class LamiaConfig:
+    pca_dim: int = 64
+    """PCA components per palette vector before K-Means (seeds/002 5.4: 64); capped at min(items, hidden size)."""
+    n_init: int = 4
+    """K-Means restarts per position (the lowest inertia wins)."""
+    pca_per_position: bool = True
+    """One PCA per palette position (aspects share no basis) or one PCA fitted on all positions' vectors."""
+
+    def validate(self, p: str) -> None:
+        _check(self.pca_dim >= 1, f"{p}.pca_dim", "must be >= 1")
+        _check(self.n_init >= 1, f"{p}.n_init", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     """Every random generator in every stage is seeded from this."""
@@ -368,6 +431,8 @@ class Params:
     cpt: CPTConfig = field(default_factory=CPTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
+    palette: PaletteConfig = field(default_factory=PaletteConfig)
+    lamia: LamiaConfig = field(default_factory=LamiaConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
     def validate(self, p: str = "") -> None:

@@ -1,0 +1,54 @@
+"""Stage palette: LAMIA item palettes (seeds/002 4.2.1-4.2.2). Palette tokens are added to models/llm_base, LoRA
+(rank `lora_rank`) + the LaP rows are trained on L_gen + gamma (L_intra + L_inter) with the hierarchical block mask
+and the dual forward pass, the adapters are merged, and every item's palette is encoded.
+
+Outputs: <out>/vectors.npy (float32, (items, L, D), item_id order) + <out>/vectors.json; the merged LLM in
+<model-dir> (save_pretrained + sidrec.json with the LaP/LdP token ids); metrics JSON; per-epoch curves (dvclive)."""
+import argparse
+import logging
+
+import numpy as np
+import pandas as pd
+from dvclive import Live
+
+from sidrec.config import load_params, to_dict
+from sidrec.io import StageClock, atomic_path, setup_logging, write_json
+from sidrec.models.llm import load_llm, save_llm
+from sidrec.models.palette import learn_palette
+
+log = logging.getLogger("stages.palette")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--base", required=True, help="models/llm_base")
+    ap.add_argument("--items", required=True, help="data/prepared/items.parquet")
+    ap.add_argument("--out", required=True, help="data/palette (vectors.npy + vectors.json)")
+    ap.add_argument("--model-dir", required=True, help="models/palette")
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--plots", required=True, help="dvclive directory for curves")
+    args = ap.parse_args()
+    setup_logging()
+    clock = StageClock()
+    p = load_params(args.params)
+    model, tok, base_meta = load_llm(args.base)
+    items = pd.read_parquet(args.items)
+    with Live(dir=args.plots, dvcyaml=None, save_dvc_exp=False) as live:
+        res = learn_palette(model, tok, items, p.palette, p.palette_length, p.lora_rank, p.seed, live=live)
+    n, length, dim = res.vectors.shape
+    info = {"model": args.model_dir, "base": base_meta.get("base", args.base), "L": length, "D": dim, "items": n,
+            "tasks": list(p.palette.tasks), "lap_token_ids": res.lap_ids.tolist(),
+            "ldp_token_ids": res.ldp_ids.tolist()}
+    with atomic_path(args.out, is_dir=True) as tmp:
+        np.save(tmp / "vectors.npy", res.vectors.astype(np.float32))
+        write_json(tmp / "vectors.json", info)
+    save_llm(args.model_dir, res.model, tok, {**info, "palette": to_dict(p.palette), "lora_rank": p.lora_rank,
+                                              "seed": p.seed})
+    write_json(args.metrics, clock.stamp({"palette_length": length, "hidden_size": dim, **res.metrics}))
+    log.info("palette: %d items x %d x %d -> %s/vectors.npy; merged LLM -> %s; metrics -> %s", n, length, dim,
+             args.out, args.model_dir, args.metrics)
+
+
+if __name__ == "__main__":
+    main()
