@@ -8,6 +8,7 @@ place (`sidrec.io.atomic_path`), whose leftovers from a killed writer the next w
 """
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
@@ -115,3 +116,82 @@ def test_sigkill_mid_training_then_repro(make_tiny_repo):
     assert repo.read_json("metrics/train_atomic-gpt.json")["epochs_run"] == 3
     assert len(_cache_files(repo.root)) > len(cache_before)
     assert temp_leftovers(repo.root / "models") == []
+
+
+# --- every write of the pipeline code goes through atomic_path --------------------------------------------------
+
+WRITE_METHODS = {"write_text", "write_bytes", "to_parquet", "to_csv", "to_json", "save_pretrained", "savefig",
+                 "tofile", "dump"}
+WRITE_FUNCTIONS = {"np.save", "numpy.save", "np.savez", "torch.save", "save_file", "json.dump", "shutil.copy",
+                   "shutil.copyfile", "shutil.copytree", "shutil.move"}
+IN_MEMORY = {"BytesIO", "StringIO"}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def direct_writes(source: str, filename: str = "<snippet>") -> list[str]:
+    """`file:line call` for every file write that is not lexically inside `with atomic_path(...)` (writes into an
+    in-memory buffer, and `open` in a read mode, are not file writes)."""
+    tree = ast.parse(source, filename)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    buffers = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+               and _dotted(node.value.func).split(".")[-1] in IN_MEMORY for t in node.targets if isinstance(t, ast.Name)}
+
+    def inside_atomic(node: ast.AST) -> bool:
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, ast.With) and any(isinstance(i.context_expr, ast.Call)
+                                                  and _dotted(i.context_expr.func).endswith("atomic_path")
+                                                  for i in node.items):
+                return True
+            if isinstance(node, ast.FunctionDef) and node.name == "atomic_path":
+                return True
+        return False
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Name) and first.id in buffers:
+            continue
+        if name == "open" or name.endswith(".open"):
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            writes = isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set("wax+")
+        else:
+            writes = name in WRITE_FUNCTIONS or (isinstance(node.func, ast.Attribute) and node.func.attr in WRITE_METHODS
+                                                 and name not in ("yaml.dump", "json.dumps"))
+        if writes and not inside_atomic(node):
+            found.append(f"{filename}:{node.lineno} {name}")
+    return found
+
+
+def test_every_output_is_written_through_atomic_path():
+    """The stage scripts and the library write files only inside `atomic_path` (dvclive's plots are the exception
+    by design: `cache: false` curves appended step by step, which DVC deletes before the stage runs)."""
+    files = sorted([*(REPO_ROOT / "stages").glob("*.py"), *(REPO_ROOT / "src" / "sidrec").rglob("*.py")])
+    found = [hit for f in files for hit in direct_writes(f.read_text(encoding="utf-8"), str(f.relative_to(REPO_ROOT)))]
+    assert found == [], "written in place (a crash leaves half a file):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("snippet, bad", [
+    ("df.to_parquet(path)", True),
+    ("path.write_text(s)", True),
+    ("np.save(path, a)", True),
+    ("model.save_pretrained(out)", True),
+    ("with open(path, 'w') as fh:\n    fh.write(s)", True),
+    ("with atomic_path(path) as tmp:\n    df.to_parquet(tmp)\n    np.save(tmp, a)", False),
+    ("with io.atomic_path(d, is_dir=True) as tmp:\n    model.save_pretrained(tmp)", False),
+    ("with open(path) as fh:\n    fh.read()\nwith open(path, 'rb') as fh:\n    pass", False),
+    ("buf = io.BytesIO()\nfig.savefig(buf, format='png')", False),
+    ("text = json.dumps(obj)\ny = yaml.dump(d)", False),
+])
+def test_direct_write_scanner(snippet, bad):
+    assert bool(direct_writes(snippet)) == bad
