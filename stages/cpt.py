@@ -5,6 +5,8 @@ import argparse
 import logging
 
 import pandas as pd
+import torch
+from accelerate import PartialState
 
 from sidrec.config import load_params
 from sidrec.corpus.build import cpt_corpus
@@ -41,11 +43,14 @@ def main() -> None:
     log.info("corpus: %s", counts)
     before = perplexity(model, held, tok.pad_token_id, ids)
     log.info("held-out perplexity before CPT: %s", before)
+    torch.manual_seed(p.seed)  # LoRA's initialization draws from the global generator
     lm = with_lora(model, ids, LoraSettings(p.lora_rank, p.llm.lora_alpha, p.llm.lora_dropout)) \
         if c.method == "lora" else model
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)
     stats = train_lm(lm, train, lambda b: pad_right(b, tok.pad_token_id),
                      TrainSettings(c.epochs, c.batch_size, c.lr, p.seed, p.llm.mixed_precision), args.plots)
+    if not PartialState().is_main_process:
+        return
     model = lm.merge_and_unload() if c.method == "lora" else lm
     after = perplexity(model, held, tok.pad_token_id, ids)
     log.info("held-out perplexity after CPT: %s", after)

@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 import pandas as pd
+import torch
+from accelerate import PartialState
 
 from sidrec.config import load_params
 from sidrec.corpus.build import sft_examples
@@ -44,10 +46,13 @@ def main() -> None:
     train, counts = sft_examples(codec, events, items["genres"].tolist(), p.llm.max_history, s.max_examples,
                                  s.constraint_share, p.seed)
     log.info("sft examples: %s", counts)
+    torch.manual_seed(p.seed)  # LoRA's initialization draws from the global generator
     lm = with_lora(model, ids, LoraSettings(p.lora_rank, p.llm.lora_alpha, p.llm.lora_dropout))
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)
     stats = train_lm(lm, train, lambda b: sft_batch(b, tok.pad_token_id, codec.positions),
                      TrainSettings(s.epochs, s.batch_size, s.lr, p.seed, p.llm.mixed_precision), args.plots)
+    if not PartialState().is_main_process:  # under accelerate launch, rank 0 validates and writes the outputs
+        return
     model = lm.merge_and_unload().eval()
     meta = {**meta, "max_history": p.llm.max_history, "mixed_precision": p.llm.mixed_precision}
     cold = set(read_json(args.split)["cold_start_items"])

@@ -6,6 +6,7 @@ import logging
 
 import pandas as pd
 import torch
+from accelerate import PartialState
 from dvclive import Live
 
 from sidrec.config import load_params
@@ -61,6 +62,8 @@ def main() -> None:
         if best is None or res.best_score > best[1].best_score:
             best = (rec, res, g)
     rec, res, g = best
+    if not PartialState().is_main_process:  # under accelerate launch, rank 0 writes the outputs
+        return
     with Live(dir=args.plots, dvcyaml=None, save_dvc_exp=False) as live:
         for row in res.history:
             for k, v in row.items():

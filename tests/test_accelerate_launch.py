@@ -6,8 +6,8 @@ path spreads processes only through mpirun with --mpirun_hostfile), so the launc
 
 - The LoRA step of the LLM stages (`with_lora` + `train_lm`, HF Trainer): weights and loss match (passes).
 - The GPT stage (stages/train_gpt.py on the shared accelerate loop) and the CPT stage (stages/cpt.py), run unchanged
-  in a tiny repo: outputs complete and loadable, curves and weights as in one process. Both are strict xfails: the
-  reasons name the changes in src/sidrec/train.py, src/sidrec/models/llm.py and stages/ that make them pass.
+  in a tiny repo: outputs complete and loadable (rank 0 writes them), curves and weights as in one process (the LR
+  scheduler steps once per optimizer step, logged losses are averaged over ranks, LoRA init is seeded).
 
 This file is also the script the LoRA test launches (`python tests/test_accelerate_launch.py lora-step ...`).
 """
@@ -136,16 +136,8 @@ def ranks_logged(res: subprocess.CompletedProcess, marker: str) -> int:
     return sum(marker in line for line in (res.stdout + res.stderr).splitlines())
 
 
-GPT_XFAIL = (
-    "src/sidrec/train.py prepares the LR scheduler with accelerate, which steps it num_processes times per "
-    "optimizer step, so with 2 processes the warmup/cosine runs twice as fast (LR back at its peak by the end); "
-    "fix: `wrapped, opt, loader = acc.prepare(_LossForward(model), opt, loader)` (the scheduler stays unprepared) "
-    "and log epoch means reduced over processes (`acc.reduce(..., 'mean')`). stages/train_gpt.py writes model, "
-    "plots and metrics from every rank (concurrent atomic renames: a crash or a model dir holding only sidrec.json); "
-    "fix: `if not PartialState().is_main_process: return` after the search loop.")
 
 
-@pytest.mark.xfail(strict=True, reason=GPT_XFAIL)
 def test_gpt_stage_matches_one_process(upstream, tmp_path):
     """stages/train_gpt.py, unchanged: 2 processes x batch 8 vs 1 process x batch 16, dropout off."""
     from sidrec.models.gpt import GPTRecommender
@@ -171,17 +163,8 @@ def test_gpt_stage_matches_one_process(upstream, tmp_path):
         (tmp_path / "multi" / "metrics.json").read_text())["parameters"]
 
 
-CPT_XFAIL = (
-    "stages/cpt.py (and stages/sft.py) create the LoRA adapters with `with_lora` before anything seeds torch's "
-    "global generator, and torch starts it from a random seed: the adapters' initialization differs from run to run "
-    "(even in one process), so no two CPT runs match; fix: `torch.manual_seed(p.seed)` just before `with_lora`. "
-    "Also: train_lm's `train_loss` keeps the steps after the last logging step rank-local (transformers), fix: "
-    "reduce it over processes (`trainer.accelerator.reduce(..., 'mean')`); train_lm builds the DVCLive `Live` on "
-    "every rank (its init wipes the plots dir rank 0 writes), fix: only when `args.process_index == 0`; "
-    "stages/cpt.py saves the model and metrics from every rank, fix: return early unless main process.")
 
 
-@pytest.mark.xfail(strict=True, reason=CPT_XFAIL)
 def test_cpt_stage_matches_one_process(upstream, tmp_path):
     """stages/cpt.py, unchanged: LoRA continued pre-training, 2 processes x batch 4 vs 1 process x batch 8."""
     import torch

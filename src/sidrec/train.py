@@ -88,7 +88,7 @@ def fit(model: torch.nn.Module, dataset, cfg: LoopConfig, collate_fn=None,
     steps_per_epoch = math.ceil(len(loader) / acc.num_processes)
     total = max(1, steps_per_epoch * cfg.epochs)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    wrapped, opt, loader, sched = acc.prepare(_LossForward(model), opt, loader, sched)
+    wrapped, opt, loader = acc.prepare(_LossForward(model), opt, loader)  # sched: once per optimizer step
 
     best, best_epoch, best_state, bad, step, history = None, -1, None, 0, 0, []
     bar = tqdm(total=total, desc="train", unit="step", disable=not acc.is_local_main_process, mininterval=2.0)
@@ -111,7 +111,9 @@ def fit(model: torch.nn.Module, dataset, cfg: LoopConfig, collate_fn=None,
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / n:.4f}", refresh=False)
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
+        means = acc.reduce(torch.tensor([v / max(n, 1) for v in sums.values()], dtype=torch.float64,
+                                        device=acc.device), "mean")  # every rank's share of the epoch
+        row = {"epoch": epoch + 1, **{f"train_{k}": float(v) for k, v in zip(sums, means)},
                "lr": sched.get_last_lr()[0]}
         if on_epoch_end is not None:
             row.update(on_epoch_end(model, epoch) or {})

@@ -224,11 +224,15 @@ def train_lm(model, seqs: list[list[int]], collate, cfg: TrainSettings, plots_di
             save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
             dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available())
         callbacks = []
-        if plots_dir is not None:
+        if plots_dir is not None and args.process_index == 0:
             callbacks.append(DVCLiveCallback(live=Live(dir=str(plots_dir), dvcyaml=None, save_dvc_exp=False)))
         trainer = Trainer(model=model, args=args, train_dataset=seqs, data_collator=collate, callbacks=callbacks)
         out = trainer.train()
-    return dict(out.metrics)
+        metrics = dict(out.metrics)
+        if trainer.accelerator.num_processes > 1:  # transformers leaves the last steps' loss rank-local
+            metrics["train_loss"] = float(trainer.accelerator.reduce(
+                torch.tensor(metrics["train_loss"], device=trainer.accelerator.device), "mean"))
+    return metrics
 
 
 @torch.inference_mode()
