@@ -43,7 +43,7 @@ def decode_cases(draw):
     return tokens, beam, k, prompts, banned, draw(st.integers(1, 4)), draw(st.sampled_from(sorted(MODELS)))
 
 
-@settings(max_examples=150, **PROPERTY)
+@settings(max_examples=100, **PROPERTY)
 @given(case=decode_cases())
 def test_property_constrained_decoding_is_safe(case):
     tokens, beam, k, prompts, banned, batch_size, kind = case
