@@ -482,8 +482,6 @@ def test_failed_repro_leaves_no_stale_output(tiny_repo):
     assert temp_leftovers(tiny_repo.root / "data") == []
 
 
-@pytest.mark.xfail(strict=True, reason="models/llm.py with_lora raises ValueError, not ParamsError, so the stage "
-                                       "prints a traceback instead of the one line")
 def test_lora_rank_above_hidden_size_stage(tmp_path):
     """`lora_rank` 64 on a tiny random Llama (hidden size 32) through `python stages/cpt.py`."""
     write_ml1m(tmp_path / "raw", n_users=12, n_items=40)

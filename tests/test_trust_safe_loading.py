@@ -270,8 +270,6 @@ def test_custom_code_is_refused(tmp_path, modules_cache, monkeypatch):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="models/llm.py load_base leaves trust_remote_code at None, so transformers asks "
-                                       "[y/N] on a terminal and imports the directory's code on 'y'")
 def test_custom_code_is_refused_even_if_the_user_says_yes(tmp_path, modules_cache, monkeypatch):
     from sidrec.models.llm import load_base
 

@@ -43,8 +43,8 @@ def load_base(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
                                                      quantization_config=GgufConfig(dequantize=True))
     else:
         try:
-            tok = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, trust_remote_code=False)
         except OSError as e:
             raise FileNotFoundError(f"llm.base: cannot load {name!r} ({e.__class__.__name__}); use "
                                     "SmolLM2-135M-Instruct (embedded), a local model directory, or a hub name "
@@ -150,8 +150,10 @@ class LoraSettings:
 def with_lora(model: PreTrainedModel, new_token_ids: np.ndarray, lora: LoraSettings):
     """peft model: LoRA on every linear layer of the blocks + trainable rows for the new tokens only."""
     if lora.rank > model.config.hidden_size:
-        raise ValueError(f"params: `lora_rank` {lora.rank} exceeds the LLM hidden size {model.config.hidden_size}; "
-                         "use a smaller rank")
+        from sidrec.config import ParamsError
+
+        raise ParamsError(f"params: `lora_rank` {lora.rank} exceeds the LLM hidden size {model.config.hidden_size}; "
+                          "use a smaller rank")
     emb_name = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()).split(".")[-1]
     cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules="all-linear",
                      trainable_token_indices={emb_name: [int(i) for i in new_token_ids]}, task_type="CAUSAL_LM")
