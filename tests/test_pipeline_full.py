@@ -18,7 +18,7 @@ def repo(tmp_path_factory):
     return r
 
 
-SYSTEMS = ("baseline", "sasrec", "popularity", "plum-gpt", "plum", "rqvae-llm")
+SYSTEMS = ("baseline", "sasrec", "popularity", "plum-gpt", "plum", "rqvae-llm", "lamia-gpt", "lamia")
 
 
 def test_every_system_has_the_shared_schema(repo):
@@ -43,16 +43,16 @@ def test_sids_are_one_to_one_and_in_range(repo):
 
 
 def test_llm_stages_write_their_metrics(repo):
-    for tok in ("rqvae", "plum"):
+    for tok in ("rqvae", "plum", "lamia"):
         cpt = repo.read_json(f"metrics/cpt_{tok}.json")
         assert cpt["heldout_ppl_after"] < cpt["heldout_ppl_before"]
         assert cpt["identity_sentences"] == 2 * len(pd.read_parquet(repo.root / "data/prepared/items.parquet"))
         sft = repo.read_json(f"metrics/sft_{tok}.json")
         assert 0 <= sft["valid_ndcg@10"] <= 1 and sft["examples"] == 32
         assert (repo.root / f"models/llm/{tok}/sft/model.safetensors").exists()
-    for system in ("plum", "rqvae-llm", "baseline", "sasrec", "popularity"):
+    for system in ("plum", "rqvae-llm", "lamia", "baseline", "sasrec", "popularity"):
         steer = repo.read_json(f"metrics/steer_{system}.json")
-        assert steer["reads_constraints"] == (system in ("plum", "rqvae-llm"))
+        assert steer["reads_constraints"] == (system in ("plum", "rqvae-llm", "lamia"))
         assert 0 <= steer["satisfied@10"] <= 1
 
 
