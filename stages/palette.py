@@ -3,7 +3,7 @@
 and the dual forward pass, the adapters are merged, and every item's palette is encoded.
 
 Outputs: <out>/vectors.npy (float32, (items, L, D), item_id order) + <out>/vectors.json; the merged LLM in
-<model-dir> (save_pretrained + sidrec.json with the LaP/LdP token ids); metrics JSON; per-epoch curves (dvclive)."""
+<model-dir> (save_pretrained + sidrec.json with the LaP/LdP token ids); metrics JSON; per-step curves (dvclive)."""
 import argparse
 import logging
 

@@ -135,6 +135,7 @@ class PaletteNet(nn.Module):
         self.register_buffer("lap_ids", torch.as_tensor(np.asarray(lap_ids), dtype=torch.long), persistent=False)
         self.register_buffer("ldp_ids", torch.as_tensor(np.asarray(ldp_ids), dtype=torch.long), persistent=False)
         self.objective = objective
+        self.step_hook = None  # optional callable(dict of floats), called after every training loss (curves)
 
     @property
     def length(self) -> int:
@@ -174,14 +175,19 @@ class PaletteNet(nn.Module):
         else:  # no item of the batch has a task value: contrastive terms only
             gen, acc = pal.new_zeros(()), pal.new_zeros(())
         total = gen + self.objective.gamma * (intra + inter)
-        return {"loss": total, "gen": gen.detach(), "intra": intra.detach(), "inter": inter.detach(),
-                "acc": acc.detach()}
+        out = {"loss": total, "gen": gen.detach(), "intra": intra.detach(), "inter": inter.detach(),
+               "acc": acc.detach()}
+        if self.training and self.step_hook is not None:
+            self.step_hook({k: float(v) for k, v in out.items()})
+        return out
 
     @torch.no_grad()
     def evaluate(self, collate: PaletteCollator, items: list[int], batch_size: int = 32) -> dict:
-        """Mean gen loss / answer-token accuracy (token-weighted) and mean hinge losses over `items` (eval mode)."""
+        """Gen loss and answer-token accuracy (token-weighted; overall and per task) and the hinge losses over
+        `items`, in eval mode."""
         self.eval()
-        nll = hits = n_tok = 0.0
+        names = collate.ex.task_names
+        nll, hits, count = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
         pals = []
         for s in range(0, len(items), batch_size):
             batch = collate(items[s:s + batch_size])
@@ -189,12 +195,17 @@ class PaletteNet(nn.Module):
             pals.append(pal.float())
             if len(batch["task_owner"]):
                 logits, target = self.answer_logits(self.task_hidden(pal, batch), batch["task_targets"])
-                nll += float(F.cross_entropy(logits, target, reduction="sum"))
-                hits += float((logits.argmax(-1) == target).sum())
-                n_tok += len(target)
+                task = batch["target_task"][batch["task_targets"] != IGNORE].numpy()
+                tok_nll = F.cross_entropy(logits, target, reduction="none").numpy()
+                tok_hit = (logits.argmax(-1) == target).numpy()
+                for arr, val in ((nll, tok_nll), (hits, tok_hit), (count, np.ones_like(tok_nll))):
+                    np.add.at(arr, task, val)
         intra, inter = hinge_losses(torch.cat(pals), self.objective.alpha_intra, self.objective.alpha_inter)
-        return {"gen": nll / max(n_tok, 1), "acc": hits / max(n_tok, 1), "intra": float(intra),
-                "inter": float(inter), "answer_tokens": int(n_tok)}
+        out = {"gen": nll.sum() / max(count.sum(), 1), "acc": hits.sum() / max(count.sum(), 1),
+               "intra": float(intra), "inter": float(inter), "answer_tokens": int(count.sum())}
+        for t, name in enumerate(names):
+            out[f"acc_{name}"] = hits[t] / max(count[t], 1)
+        return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
 
 
 @torch.no_grad()
@@ -235,10 +246,10 @@ def learn_palette(model, tok, items, cfg, length: int, lora_rank: int, seed: int
         cfg: `PaletteConfig` (params.yaml `palette`).
         length: palette length L (top-level `palette_length`); lora_rank: top-level `lora_rank`.
         seed: global seed (LaP init, task draws, batch order, LoRA init, eval sample).
-        live: optional dvclive.Live for per-epoch curves.
+        live: optional dvclive.Live for per-step curves (train/loss, gen, intra, inter, acc).
     Returns:
         PaletteResult; metrics hold the last epoch's train losses, before/after scores on `cfg.eval_items` items
-        (every task) and the catalogue's final hinge losses.
+        (every task) and the final hinge losses over the catalogue (a seeded sample of 2048 items when larger).
     """
     from sidrec.models.llm import LoraSettings, with_lora
     from sidrec.train import LoopConfig, fit
@@ -260,12 +271,20 @@ def learn_palette(model, tok, items, cfg, length: int, lora_rank: int, seed: int
              ex.num_examples, trainable, before)
     loop = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio,
                       seed=seed, mixed_precision=cfg.mixed_precision)
-    res = fit(net, list(range(n)), loop, collate_fn=collate, live=live)
+    if live is not None:  # per-step curves (the shared loop logs per epoch, and one epoch is the default)
+        def log_step(values: dict) -> None:
+            for k, v in values.items():
+                live.log_metric(f"train/{k}", v)
+            live.next_step()
+
+        net.step_hook = log_step
+    res = fit(net, list(range(n)), loop, collate_fn=collate)
     net = PaletteNet(lm.merge_and_unload(), lap, ldp, objective)
     after = net.evaluate(every_task, probe) if probe else {}
     log.info("palette: after training: %s", after)
     vectors = encode_palette(net, every_task, n, cfg.encode_batch_size)
-    intra, inter = hinge_losses(torch.from_numpy(vectors), cfg.alpha_intra, cfg.alpha_inter)
+    sample = np.sort(np.random.default_rng(seed).permutation(n)[:2048])  # L_inter is O(N^2): cap the catalogue
+    intra, inter = hinge_losses(torch.from_numpy(vectors[sample]), cfg.alpha_intra, cfg.alpha_inter)
     last = res.history[-1]
     metrics = {"items": n, "examples": ex.num_examples, "tasks": len(ex.task_names),
                **{f"skipped_{k}": v for k, v in ex.skipped.items()}, "trainable_parameters": trainable,

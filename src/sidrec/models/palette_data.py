@@ -3,12 +3,13 @@ a task block `[t_i; a_i]`, tokenized once and batched for the two passes of `mod
 
 Block layout of one (item, task) example, in the positions of the full sequence:
 
-    [content (c tokens); LaP_1..L; LdP_1..L; task prompt "title:"; answer tokens; EOS]
+    [content (c tokens); LaP_1..L; LdP_1..L; task prompt "title:"; answer tokens]
      0 ............ c-1  c .. c+L-1  c+L .. c+2L-1  c+2L ...
 
 Tasks are items.parquet columns (`palette.tasks`): MovieLens title / genres / year, Amazon title / genres (the
 category path). A list value is joined with ", "; an empty or missing value skips that (item, task) example; a
-task naming a column that items.parquet does not have is an error. The answer and its EOS carry the loss.
+task naming a column that items.parquet does not have is an error. Only the answer tokens carry the loss (no EOS:
+the instruct LLM's end token starts at ~20 nats and would dominate L_gen without telling the palette anything).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class PaletteExamples:
     """Tokenized blocks of every catalogue item (item_id order).
 
     content: per item, content token ids (truncated to max_content_tokens, at least one token).
-    tasks: per item, list of (task index, prompt ids, answer ids incl. EOS); items may miss some tasks.
+    tasks: per item, list of (task index, prompt ids, answer ids); items may miss some tasks.
     """
 
     content: list[list[int]]
@@ -54,7 +55,7 @@ def build_examples(items: pd.DataFrame, tok, task_columns: list[str], max_conten
 
     Args:
         items: items.parquet (item_id 0..N-1 in order, `text` and the task columns).
-        tok: the LLM tokenizer (its eos token ends every answer).
+        tok: the LLM tokenizer.
         task_columns: items.parquet columns to reconstruct / predict, one generative task each.
         max_content_tokens: content block length cap (longer texts are truncated).
     Returns:
@@ -79,7 +80,7 @@ def build_examples(items: pd.DataFrame, tok, task_columns: list[str], max_conten
             if not answer:
                 skipped[name] += 1
                 continue
-            mine.append((t, prompts[t], tok(" " + answer, add_special_tokens=False).input_ids + [eos]))
+            mine.append((t, prompts[t], tok(" " + answer, add_special_tokens=False).input_ids))
         tasks.append(mine)
     return PaletteExamples(content, tasks, list(task_columns), skipped)
 
@@ -173,12 +174,14 @@ class PaletteCollator:
                 first.append(len(self.ldp) + len(prompt))  # first answer token
         p = pack(seqs, starts, self.row_tokens, self.pad_id)
         targets = torch.full(p["ids"].shape, IGNORE, dtype=torch.long)
-        for k, s in enumerate(seqs):  # position t predicts token t + 1: the answer and its EOS
+        target_task = torch.full(p["ids"].shape, -1, dtype=torch.long)  # task index at each target position
+        for k, s in enumerate(seqs):  # position t predicts token t + 1: the answer tokens
             r, c = int(p["row"][k]), int(p["col"][k])
             targets[r, c + first[k] - 1:c + len(s) - 1] = torch.as_tensor(s[first[k]:])
+            target_task[r, c + first[k] - 1:c + len(s) - 1] = task_idx[k]
         length = len(self.ldp)
         batch.update({"task_ids": p["ids"], "task_pos": p["pos"], "task_allowed": p["allowed"],
-                      "task_targets": targets, "ldp_row": p["row"][:, None].expand(-1, length),
+                      "task_targets": targets, "target_task": target_task, "ldp_row": p["row"][:, None].expand(-1, length),
                       "ldp_col": p["col"][:, None] + torch.arange(length),
                       "task_owner": torch.as_tensor(owner, dtype=torch.long),
                       "task_index": torch.as_tensor(task_idx, dtype=torch.long),
