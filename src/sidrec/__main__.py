@@ -1,6 +1,6 @@
 """Command line: `python -m sidrec recommend --system baseline --history "Toy Story,Aladdin" -k 10`.
 
-LLM systems (plum, rqvae-llm) also take `--constraint "Horror"` (the prompt asks for a Horror movie); systems that
+LLM systems (plum, rqvae-llm, lamia) also take `--constraint "Horror"` (the prompt asks for a Horror movie); systems that
 cannot read text refuse it rather than silently ignore it.
 
 Titles (case-insensitive, exact or unique substring) or item ids in; titles and scores out. Paths default to the
@@ -61,7 +61,7 @@ def recommend_cmd(args) -> None:
         raise SystemExit(f"--system {args.system}: {model} not found; run `dvc repro` first")
     rec = load_recommender(args.system, str(model), str(sids), DecodeSettings(beam_size=max(10, args.k)))
     if args.constraint and not getattr(rec, "reads_constraints", False):
-        raise SystemExit(f"--constraint: system {args.system} cannot read text; use an LLM system (plum, rqvae-llm)")
+        raise SystemExit(f"--constraint: system {args.system} cannot read text; use an LLM system (plum, rqvae-llm, lamia)")
     cases = pd.DataFrame({"history": [history[-args.max_history:]], "seen": [history],
                           "constraint": [args.constraint or None]})
     top, scores = rec.recommend(cases, args.k)
