@@ -116,12 +116,12 @@ class PlumConfig:
     """Inside a session, each event pairs with its next `window` events."""
     min_count: int = 1
     """Training pairs seen fewer times are dropped."""
-    temperature: float = 0.1
-    """InfoNCE temperature."""
+    temperature: float = 0.5
+    """InfoNCE temperature, relative to the batch's mean squared latent distance (so independent of the latent's
+    scale): logits are -||z_i - z_j||^2 / (temperature * mean). Lower pulls co-occurring items into tighter,
+    larger level-0 clusters (more pairs share a code, lower perplexity)."""
     mask_prob: float = 0.3
     """Progressive masking: probability that a sample drops its deepest level(s)."""
-    pair_batch: int = 256
-    """Pairs per step for the contrastive loss (in-batch negatives)."""
 
     def validate(self, p: str) -> None:
         _check(self.session_gap >= 0, f"{p}.session_gap", "must be >= 0 seconds")
@@ -129,7 +129,6 @@ class PlumConfig:
         _check(self.min_count >= 1, f"{p}.min_count", "must be >= 1")
         _check(self.temperature > 0, f"{p}.temperature", "must be > 0")
         _check(0 <= self.mask_prob <= 1, f"{p}.mask_prob", "must be in [0, 1]")
-        _check(self.pair_batch >= 2, f"{p}.pair_batch", "must be >= 2 (in-batch negatives)")
 
 
 @dataclass(frozen=True)
