@@ -119,6 +119,17 @@ def _unique(names: dict[str, str], what: str) -> None:
         seen[name] = source
 
 
+def read_yaml(path: Path):
+    """params.yaml as DVC reads it (YAML 1.2: `no` is a string): `sidrec.config.read_yaml`, importable from a
+    checkout where sidrec is not installed."""
+    src = str(ROOT / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    from sidrec.config import read_yaml as read
+
+    return read(path)
+
+
 def stage_name(stage, root: Path) -> str:
     """A stage's DVC address relative to the repository root (`train@rqvae-gpt`; `sub/dvc.yaml:x` for nested
     dvc.yaml files), whatever the current directory."""
@@ -142,7 +153,7 @@ def read_dag(root: str | Path = ROOT) -> tuple[list[Step], dict[str, Param]]:
         graph = repo.index.graph  # edges: consumer -> producer
         order = {s: i for i, s in enumerate(stages)}
         stages = list(nx.lexicographical_topological_sort(graph.reverse(copy=True), key=order.__getitem__))
-        values = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+        values = read_yaml(root / "params.yaml") or {}
 
         def rel(path: str) -> str:
             return PurePosixPath(Path(os.path.relpath(path, root)).as_posix()).as_posix()
@@ -260,13 +271,10 @@ def compile_pipeline(root: str | Path = ROOT, out: str | Path = DEFAULT_OUT) -> 
     """Read `root`'s dvc.yaml and params.yaml and write the compiled pipeline YAML to `out`."""
     from kfp import compiler
 
-    src = str(Path(root).resolve() / "src")
-    if src not in sys.path:
-        sys.path.insert(0, src)
+    steps, params = read_dag(root)  # puts a checkout's src/ on sys.path when sidrec is not installed
     from sidrec.config import KubeflowConfig, from_dict
 
-    steps, params = read_dag(root)
-    section = (yaml.safe_load((Path(root) / "params.yaml").read_text(encoding="utf-8")) or {}).get("kubeflow")
+    section = (read_yaml(Path(root) / "params.yaml") or {}).get("kubeflow")
     kubeflow = KubeflowConfig() if section is None else from_dict(KubeflowConfig, section, "kubeflow")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

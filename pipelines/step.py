@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from sidrec.config import read_yaml
+
 log = logging.getLogger("pipelines.step")
 KINDS = ("str", "int", "float", "bool", "json")
 
@@ -77,7 +79,7 @@ def merge(old, new):
 
 def set_params(path: Path, overrides: list[tuple[str, object]]) -> None:
     """Merge each (dotted key, value) into the params file at `path`; a key params.yaml lacks is an error."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path) or {}
     for dotted, value in overrides:
         *parents, last = dotted.split(".")
         node = data

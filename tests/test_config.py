@@ -155,3 +155,28 @@ def test_bad_file(tmp_path):
     listy.write_text("- 1\n- 2\n", encoding="utf-8")
     with pytest.raises(ParamsError, match="mapping"):
         load_params(listy)
+
+
+def test_dvc_exp_set_param_rewrite_loads_the_same(tmp_path: Path) -> None:
+    """`dvc exp run -S lambda=0.5` rewrites params.yaml through DVC's YAML 1.2 dumper, which drops the quotes of
+    `"no"` (a YAML 1.1 boolean); the rewritten file must load to the same params but for the one knob."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text(REAL.read_text(encoding="utf-8"), encoding="utf-8")
+    apply_overrides(str(path), ["lambda=0.5"])
+    assert '"no"' not in path.read_text(encoding="utf-8")  # the rewrite this test is about happened
+    before, after = to_dict(load_params(REAL)), to_dict(load_params(path))
+    assert after.pop("lambda") == 0.5 and before.pop("lambda") != 0.5
+    assert after == before
+
+
+@pytest.mark.parametrize("text, value", [("no", "no"), ("yes", "yes"), ("off", "off"), ("true", True),
+                                         ("False", False), ("1e-3", 1e-3), (".5", 0.5), ("42", 42), ("0.25", 0.25)])
+def test_read_yaml_uses_yaml_1_2_scalars(tmp_path: Path, text: str, value) -> None:
+    from sidrec.config import read_yaml
+
+    path = tmp_path / "x.yaml"
+    path.write_text(f"k: {text}\n", encoding="utf-8")
+    got = read_yaml(path)["k"]
+    assert got == value and type(got) is type(value)

@@ -24,6 +24,34 @@ class ParamsError(ValueError):
     """A params.yaml problem; the message is one line naming the key and the fix."""
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars, the schema DVC reads and writes params.yaml with.
+
+    `dvc exp run -S key=value` rewrites params.yaml through ruamel (YAML 1.2), which drops the quotes of strings
+    that are booleans only in YAML 1.1 (`"no"` -> `no`); read with YAML 1.1 rules they would become False. Here
+    only true/false are booleans, and `1e-3` is a float as it is for DVC.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(  # after int: `42` stays an int, `1e-3` and `.5` become floats
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+.0123456789"))
+
+
+def read_yaml(path: str | Path):
+    """A YAML file (params.yaml) as plain Python values, read the way DVC reads it (YAML 1.2, safe)."""
+    loader = _Yaml12Loader(Path(path).read_text(encoding="utf-8"))
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ParamsError(f"params: `{key}` {msg}")
@@ -507,9 +535,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"params: file {path} not found; run from the repository root or pass --params")
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
-    return from_dict(Params, data or {})
+    return from_dict(Params, read_yaml(path) or {})
 
 
 def to_dict(cfg) -> dict:
