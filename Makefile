@@ -28,6 +28,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/beam.py
+	$(BIN)/python bench/train.py
 
 # Regenerate pipelines/kubeflow.yaml from dvc.yaml + params.yaml (after any change to either).
 kubeflow: setup
