@@ -34,7 +34,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "pipelines" / "kubeflow.yaml"
