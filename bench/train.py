@@ -16,7 +16,6 @@ of optimizer steps after the same warm-up. Not a test: it prints figures.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,27 +26,17 @@ import torch
 from sidrec.config import load_params
 from sidrec.data.sequences import sliding_windows, train_sequences
 from sidrec.models.gpt import GPTArch, GPTRecommender, SequenceCodec, build_gpt
+from sidrec.models.llm import TrainSettings, train_lm
 from sidrec.models.search import grid
 from sidrec.tokenizers.sids import SidTable
 from sidrec.train import LoopConfig, fit
 
 
-def hf_trainer(model, data: list, collate, steps: int, batch_size: int, lr: float, mixed_precision: str,
-               seed: int, warmup_ratio: float = 0.05, weight_decay: float = 0.0) -> float:
-    """Seconds for `steps` optimizer steps of a plain `transformers.Trainer` (AdamW, warmup + cosine)."""
-    from transformers import Trainer, TrainingArguments
-
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
-            lr_scheduler_type="cosine", warmup_steps=warmup_ratio, weight_decay=weight_decay,
-            bf16=mixed_precision == "bf16", save_strategy="no", report_to="none", seed=seed, data_seed=seed,
-            remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, logging_strategy="no",
-            use_cpu=not torch.cuda.is_available())
-        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
-        start = time.perf_counter()
-        trainer.train()
-        return time.perf_counter() - start
+def timed_trainer(model, data: list, collate, settings) -> float:
+    """Seconds for one epoch over `data` through `train_lm`, i.e. a plain `transformers.Trainer`."""
+    start = time.perf_counter()
+    train_lm(model, data, collate, settings)
+    return time.perf_counter() - start
 
 
 def real_tokens(data: list, collate, batch_size: int) -> int:
@@ -94,8 +83,8 @@ def bench_gpt(args, p) -> dict:
     if warm:  # allocator and kernel selection: paid once per process, kept out of both timings
         ours(fresh(), warm)
     t_ours = ours(fresh(), data)
-    t_hf = hf_trainer(fresh().model, data, codec.collate, steps, g.batch_size, g.lr, g.mixed_precision, args.seed,
-                      g.warmup_ratio, g.weight_decay)
+    t_hf = timed_trainer(fresh().model, data, codec.collate, TrainSettings(
+        1, g.batch_size, g.lr, args.seed, g.mixed_precision, g.warmup_ratio, g.weight_decay, logging_steps=10 ** 6))
     return report("gpt", steps, g.batch_size, real_tokens(data, codec.collate, g.batch_size), t_ours, t_hf)
 
 
@@ -115,7 +104,7 @@ def bench_sft(args, p) -> dict | None:
     """The sft stage's batches vs full-logits batches, through the same HF Trainer and LoRA adapter."""
     from sidrec.corpus.build import sft_examples
     from sidrec.corpus.prompts import PromptCodec
-    from sidrec.models.llm import LoraSettings, TrainSettings, load_llm, sft_batch, train_lm, with_lora
+    from sidrec.models.llm import LoraSettings, load_llm, sft_batch, with_lora
 
     if not Path(args.llm).is_dir():
         print(f"[sft] skipped: no LLM checkpoint at {args.llm} (run `dvc repro cpt@rqvae` or pass --llm)")
@@ -146,11 +135,9 @@ def bench_sft(args, p) -> dict | None:
     if warm:
         train_lm(lm, warm, ours_collate, settings)
         lm, _, _ = fresh()
-    start = time.perf_counter()
-    train_lm(lm, data, ours_collate, settings)
-    t_ours = time.perf_counter() - start
+    t_ours = timed_trainer(lm, data, ours_collate, settings)
     lm, _, _ = fresh()
-    t_hf = hf_trainer(lm, data, plain_collate, steps, s.batch_size, s.lr, p.llm.mixed_precision, args.seed)
+    t_hf = timed_trainer(lm, data, plain_collate, settings)
     return report("sft", steps, s.batch_size, real_tokens(data, plain_collate, s.batch_size), t_ours, t_hf)
 
 
