@@ -48,7 +48,8 @@ def main() -> None:
         if c.method == "lora" else model
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)
     stats = train_lm(lm, train, lambda b: pad_right(b, tok.pad_token_id),
-                     TrainSettings(c.epochs, c.batch_size, c.lr, p.seed, p.llm.mixed_precision), args.plots)
+                     TrainSettings(c.epochs, c.batch_size, c.lr, p.seed, p.llm.mixed_precision,
+                                   group_by_length=p.llm.group_by_length), args.plots)
     if not PartialState().is_main_process:
         return
     model = lm.merge_and_unload() if c.method == "lora" else lm

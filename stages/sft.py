@@ -50,7 +50,8 @@ def main() -> None:
     lm = with_lora(model, ids, LoraSettings(p.lora_rank, p.llm.lora_alpha, p.llm.lora_dropout))
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)
     stats = train_lm(lm, train, lambda b: sft_batch(b, tok.pad_token_id, codec.positions),
-                     TrainSettings(s.epochs, s.batch_size, s.lr, p.seed, p.llm.mixed_precision), args.plots)
+                     TrainSettings(s.epochs, s.batch_size, s.lr, p.seed, p.llm.mixed_precision,
+                                   group_by_length=p.llm.group_by_length), args.plots)
     if not PartialState().is_main_process:  # under accelerate launch, rank 0 validates and writes the outputs
         return
     model = lm.merge_and_unload().eval()

@@ -173,6 +173,26 @@ def test_one_sft_step_changes_only_lora_weights_and_new_token_rows(setup, tmp_pa
     assert not torch.equal(emb[ids], before["model.embed_tokens.weight"][ids])
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_train_lm_groups_batches_by_length_when_asked(setup, grouped):
+    model, tok, _, ids, codec = setup
+    short, long_ = codec.identity(0)[0], codec.sequence(list(range(len(TITLES))) * 2)
+    seqs = [short if i % 2 else long_ for i in range(256)]  # alternating lengths, as CPT's corpus mixes them
+    widths = []
+
+    def collate(batch):
+        widths.append(len({len(s) for s in batch}))
+        return pad_right(batch, tok.pad_token_id)
+
+    lm = with_lora(model, ids, LoraSettings(rank=4, alpha=8, dropout=0.0))
+    train_lm(lm, seqs, collate, TrainSettings(epochs=1, batch_size=4, lr=0.01, seed=0, group_by_length=grouped))
+    mixed = sum(w > 1 for w in widths)
+    assert len(widths) == 64
+    # grouped: HF sorts each mega-batch of 16 batches by length, so only a batch at a boundary of the 4 mega-batches
+    # may mix lengths; shuffled: a batch of 4 holds both lengths with probability 7/8
+    assert mixed <= 4 if grouped else mixed >= 40
+
+
 def test_lora_rank_above_hidden_size_is_a_params_error(setup):
     model, _, _, ids, _ = setup
     with pytest.raises(ValueError, match="lora_rank"):

@@ -243,9 +243,13 @@ class LLMConfig:
     init_noise: float = 0.01
     """Vocabulary surgery: noise std around each new token's centroid, as a multiple of the embedding std."""
     lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input; 0 skips the dropout op (on a CPU it cost 28% of a LoRA SFT step, measured)."""
     mixed_precision: str = "bf16"
     """`bf16` autocast for LLM training and decoding, or `no`."""
+    group_by_length: bool = True
+    """CPT and SFT batches group sequences of similar length (HF `LengthGroupedSampler`), so a batch of short
+    identity sentences is not padded to the length of a history sentence."""
 
     def validate(self, p: str) -> None:
         _check(bool(self.base), f"{p}.base", "must name SmolLM2-135M-Instruct, a local model directory or a hub name")

@@ -203,6 +203,8 @@ class TrainSettings:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     logging_steps: int = 10
+    group_by_length: bool = False
+    """Batch sequences of similar length together (less padding; HF `LengthGroupedSampler`, still shuffled)."""
 
 
 def train_lm(model, seqs: list[list[int]], collate, cfg: TrainSettings, plots_dir: str | Path | None = None) -> dict:
@@ -224,11 +226,15 @@ def train_lm(model, seqs: list[list[int]], collate, cfg: TrainSettings, plots_di
             learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
             weight_decay=cfg.weight_decay, bf16=cfg.mixed_precision == "bf16", logging_steps=cfg.logging_steps,
             save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
-            dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available())
+            dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
         callbacks = []
         if plots_dir is not None and args.process_index == 0:
             callbacks.append(DVCLiveCallback(live=Live(dir=str(plots_dir), dvcyaml=None, save_dvc_exp=False)))
-        trainer = Trainer(model=model, args=args, train_dataset=seqs, data_collator=collate, callbacks=callbacks)
+        # the length-grouped sampler reads each example's "input_ids"; the collate still receives token lists
+        data = [{"input_ids": s} for s in seqs]
+        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks,
+                          data_collator=lambda feats: collate([f["input_ids"] for f in feats]))
         out = trainer.train()
         metrics = dict(out.metrics)
         if trainer.accelerator.num_processes > 1:  # transformers leaves the last steps' loss rank-local
