@@ -12,7 +12,7 @@ from sidrec.config import load_params
 from sidrec.corpus.build import cpt_corpus
 from sidrec.corpus.prompts import PromptCodec, item_noun
 from sidrec.io import StageClock, setup_logging, write_json
-from sidrec.models.llm import (LoraSettings, TrainSettings, add_sid_vocabulary, load_llm, pad_right, perplexity,
+from sidrec.models.llm import (LoraSettings, TrainSettings, add_sid_vocabulary, load_llm, packed_batch, perplexity,
                                save_llm, train_lm, with_lora)
 from sidrec.tokenizers.sids import SidTable
 
@@ -47,7 +47,8 @@ def main() -> None:
     lm = with_lora(model, ids, LoraSettings(p.lora_rank, p.llm.lora_alpha, p.llm.lora_dropout)) \
         if c.method == "lora" else model
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)
-    stats = train_lm(lm, train, lambda b: pad_right(b, tok.pad_token_id),
+    # padding-free batches: right padding made CPT batches 3.4x longer than their real tokens
+    stats = train_lm(lm, train, packed_batch,
                      TrainSettings(c.epochs, c.batch_size, c.lr, p.seed, p.llm.mixed_precision,
                                    group_by_length=p.llm.group_by_length), args.plots)
     if not PartialState().is_main_process:

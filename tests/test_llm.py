@@ -11,7 +11,8 @@ from llm_fixtures import tiny_llama, tiny_tokenizer
 from sidrec.corpus.build import cpt_corpus, history_windows, sft_examples
 from sidrec.corpus.prompts import PromptCodec, item_noun
 from sidrec.models.llm import (LLMRecommender, LoraSettings, TrainSettings, add_sid_vocabulary, load_base, load_llm,
-                               pad_right, perplexity, save_llm, sft_batch, sid_token_names, train_lm, with_lora)
+                               packed_batch, pad_right, perplexity, save_llm, sft_batch, sid_token_names, train_lm,
+                               with_lora)
 from sidrec.recommend import DecodeSettings
 from sidrec.tokenizers.sids import SidTable, add_collision_suffix
 
@@ -173,6 +174,24 @@ def test_one_sft_step_changes_only_lora_weights_and_new_token_rows(setup, tmp_pa
     assert not torch.equal(emb[ids], before["model.embed_tokens.weight"][ids])
 
 
+def test_packed_cpt_batch_has_the_padded_batch_loss(setup):
+    """The cpt stage's padding-free batches (one row, position ids restarting per sequence) give the same loss and
+    gradients as the right-padded batch: transformers builds a block-diagonal causal mask from the position ids."""
+    model, tok, _, _, codec = setup
+    seqs = [codec.identity(0)[0], codec.sequence([1, 2, 3, 4]), codec.identity(5)[1]]
+    padded = model(**pad_right(seqs, tok.pad_token_id)).loss
+    batch = packed_batch(seqs)
+    assert batch["input_ids"].shape == (1, sum(map(len, seqs)))
+    packed = model(**batch).loss
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+    grads = []
+    for loss_fn in (lambda: model(**pad_right(seqs, tok.pad_token_id)).loss, lambda: model(**batch).loss):
+        model.zero_grad()
+        loss_fn().backward()
+        grads.append(model.get_input_embeddings().weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("grouped", [True, False])
 def test_train_lm_groups_batches_by_length_when_asked(setup, grouped):
     model, tok, _, ids, codec = setup
@@ -205,8 +224,7 @@ def test_cpt_lowers_heldout_perplexity(setup):
     train, held, _ = cpt_corpus(codec, events, 3, 0, 1, 0.25, 0)
     before = perplexity(model, train[:8], tok.pad_token_id, ids)
     lm = with_lora(model, ids, LoraSettings(rank=4, alpha=8, dropout=0.0))
-    train_lm(lm, train[:8] * 8, lambda b: pad_right(b, tok.pad_token_id),
-             TrainSettings(epochs=2, batch_size=8, lr=0.02, seed=0, logging_steps=1))
+    train_lm(lm, train[:8] * 8, packed_batch, TrainSettings(epochs=2, batch_size=8, lr=0.02, seed=0, logging_steps=1))
     after = perplexity(lm.merge_and_unload(), train[:8], tok.pad_token_id, ids)
     assert after["ppl"] < before["ppl"] and after["ppl_sid"] < before["ppl_sid"]
 

@@ -174,6 +174,17 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, IGNORE)}
 
 
+def packed_batch(seqs: list[list[int]]) -> dict:
+    """Padding-free causal-LM batch (continued pre-training): the sequences end to end in one row, position ids
+    restarting at each sequence, which transformers turns into a block-diagonal causal mask; each sequence's first
+    token is not a target. The loss equals `pad_right`'s (tests/test_llm.py) at the cost of the real tokens only.
+    `use_cache=False`: with a cache object transformers skips the packed-sequence mask."""
+    from transformers import DataCollatorWithFlattening
+
+    batch = DataCollatorWithFlattening(return_tensors="pt")([{"input_ids": s} for s in seqs])
+    return {**batch, "use_cache": False}
+
+
 def pad_left(seqs: list[list[int]], pad_id: int) -> dict:
     """Left-padded batch with position ids, so every sequence ends at the last column (SFT: the target's tokens);
     the same padding as the decoder's prompts."""
