@@ -25,7 +25,7 @@ from fixtures import start_stages_in_one_process
 
 TARGETS = ["evaluate@baseline", "tokenize@plum", "tokenize@atomic", "evaluate@popularity"]
 # one grid point (dropout 0.1 keeps the RNG in play), bf16 autocast as in params.yaml, fewer RQ-VAE epochs
-TINY = {"gpt": {"search": {"lr": [0.001], "dropout": [0.1]}, "mixed_precision": "bf16"}, "rqvae": {"epochs": 8}}
+TINY = {"gpt": {"search": {"lr": [0.001]}, "dropout": 0.1, "mixed_precision": "bf16"}, "rqvae": {"epochs": 8}}
 COMPARED = ("data", "models", "metrics", "plots")
 VOLATILE_KEYS = {"runtime_s", "peak_rss_mb"}
 TOLERANCE = 1e-6
