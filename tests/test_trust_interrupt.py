@@ -86,7 +86,7 @@ def _lock_stages(root: Path) -> dict:
 def test_sigkill_mid_training_then_repro(make_tiny_repo):
     stage = "train@atomic-gpt"  # the cheapest training stage: its upstream needs no encoder
     repo = make_tiny_repo(params={"gpt": {"epochs": 3, "eval_every": 1, "patience": 0, "batch_size": 32,
-                                          "search": {"lr": [0.001], "dropout": [0.1]}}})
+                                          "search": {"lr": [0.001]}}})
     repo.repro("tokenize@atomic")
     cache_before, lock_before = _cache_files(repo.root), _lock_stages(repo.root)
     outs = [repo.root / "models/gpt/atomic", repo.root / "metrics/train_atomic-gpt.json",
