@@ -20,8 +20,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# dvc repro with independent stages side by side (JOBS of them, CPUs / JOBS threads each); JOBS=1 = plain dvc repro.
+JOBS ?= 2
 repro: setup
-	$(BIN)/dvc repro
+	$(BIN)/python pipelines/parallel.py --jobs $(JOBS)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -104,6 +104,11 @@ class TinyRepo:
     def repro(self, *targets: str) -> subprocess.CompletedProcess:
         return self.dvc("repro", *targets)
 
+    def repro_parallel(self, *targets: str, jobs: int = 2) -> subprocess.CompletedProcess:
+        """`make repro`'s runner (pipelines/parallel.py of this checkout) on this repo, `jobs` stages side by side."""
+        return self.run(sys.executable, str(REPO_ROOT / "pipelines" / "parallel.py"), "--root", str(self.root),
+                        "--jobs", str(jobs), *targets, timeout=1800)
+
     def status(self, *targets: str) -> dict:
         """`dvc status --json [--with-deps targets]`: {} when those stages (and their upstream) are up to date."""
         args = ["--with-deps", *targets] if targets else []

@@ -1,4 +1,7 @@
-"""The whole DAG end to end on a tiny ml-1m-format dataset in a temporary copy of the repository."""
+"""The whole DAG end to end on a tiny ml-1m-format dataset in a temporary copy of the repository.
+
+The DAG is built by `make repro`'s runner (pipelines/parallel.py, two stages side by side), so these tests also
+check that its concurrent `dvc repro --single-item` calls leave DVC's bookkeeping as one `dvc repro` would."""
 import re
 import subprocess
 import sys
@@ -14,7 +17,8 @@ def repo(tmp_path_factory):
     from conftest import create_tiny_repo
 
     r = create_tiny_repo(tmp_path_factory.mktemp("full"))
-    r.repro()
+    out = r.repro_parallel(jobs=2).stdout
+    assert "total" in out and "FAILED" not in out, out
     return r
 
 
