@@ -34,7 +34,7 @@ def main() -> None:
     n = len(pd.read_parquet(args.items, columns=["item_id"]))
     cold = set(read_json(args.split)["cold_start_items"])
     cases = make_cases(events, "test", p.eval.max_history, cold, p.eval.max_cases, p.seed)
-    decode = DecodeSettings(p.eval.beam_size, p.eval.batch_size, p.eval.exclude_seen)
+    decode = DecodeSettings(p.eval.beam_size, p.eval.batch_size, p.eval.exclude_seen, p.eval.llm_dtype)
     rec = load_recommender(args.system, args.model, args.sids, decode)
     log.info("%s: %d test cases (%d cold-start)", args.system, len(cases), int(cases["cold"].sum()))
     per_case, metrics = evaluate(rec, cases, n, p.eval.k, p.eval.bootstrap, p.seed, p.eval.invalid_cases)

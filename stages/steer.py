@@ -36,7 +36,7 @@ def main() -> None:
     cases = steer_cases(events, items, p.steer.pairs, p.steer.dominance, p.steer.max_users, p.eval.max_history,
                         p.seed)
     rec = load_recommender(args.system, args.model, args.sids,
-                           DecodeSettings(p.eval.beam_size, p.eval.batch_size, p.eval.exclude_seen))
+                           DecodeSettings(p.eval.beam_size, p.eval.batch_size, p.eval.exclude_seen, p.eval.llm_dtype))
     reads = bool(getattr(rec, "reads_constraints", False))
     log.info("%s: %d steer cases over %d pairs (constraint %s)", args.system, len(cases), len(p.steer.pairs),
              "in the prompt" if reads else "ignored: the system cannot read text")

@@ -140,7 +140,7 @@ def create_tiny_repo(root: Path, params: dict | None = None, n_users: int = 40, 
     for name in COPIED:
         src = REPO_ROOT / name
         if src.is_dir():
-            shutil.copytree(src, root / name, ignore=IGNORED)
+            shutil.copytree(src, root / name, ignore=IGNORED, symlinks=True)
         elif src.exists():
             shutil.copy2(src, root / name)
     (root / ".dvc").mkdir()

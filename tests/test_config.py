@@ -125,6 +125,7 @@ def test_wrong_type(tmp_path, raw, key, value):
     ("split.protocol", "random"),
     ("split.valid_frac", 0.0),
     ("split.test_frac", 1.5),
+    ("eval.llm_dtype", "float16"),
     ("encoder.max_seq_length", 4),
 ])
 def test_invalid_value(tmp_path, raw, key, value):

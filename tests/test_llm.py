@@ -257,6 +257,32 @@ def test_llm_decode_returns_only_valid_unseen_items(setup, tmp_path):
                             DecodeSettings())
 
 
+def test_bf16_decode_casts_once_and_keeps_the_contract(setup, tmp_path):
+    """eval.llm_dtype=bfloat16: the evaluate/steer loader casts the weights; items stay valid, scores ordered."""
+    from sidrec.systems import load_recommender
+
+    model, tok, sids, ids, _ = setup
+    save_llm(tmp_path / "m", model, tok, {"sid_token_ids": ids.tolist(), "vocab_sizes": sids.vocab_sizes,
+                                          "noun": "movie", "max_history": 5, "mixed_precision": "bf16"})
+    sids.save(tmp_path / "sids.parquet")
+    cases = pd.DataFrame({"history": [[0, 1], [2], [3, 4, 5]], "seen": [[0, 1], [2], [3, 4, 5]],
+                          "constraint": [None, "Horror", None]})
+    found = {}
+    for dtype in ("float32", "bfloat16"):
+        rec = load_recommender("plum", str(tmp_path / "m"), str(tmp_path / "sids.parquet"),
+                               DecodeSettings(beam_size=5, batch_size=2, llm_dtype=dtype))
+        assert {p.dtype for p in rec.model.parameters()} == {getattr(torch, dtype)}
+        items, scores = rec.recommend(cases, 5)
+        for row, seen in zip(items, cases["seen"]):
+            assert len(set(row.tolist())) == 5 and all(0 <= i < len(TITLES) and i not in seen for i in row)
+        assert np.all(np.diff(scores, axis=1) <= 1e-6)
+        found[dtype] = items
+    assert (found["float32"][:, 0] == found["bfloat16"][:, 0]).mean() >= 2 / 3  # same model, rounding apart
+    with pytest.raises(ValueError, match="eval.llm_dtype"):
+        load_recommender("plum", str(tmp_path / "m"), str(tmp_path / "sids.parquet"),
+                         DecodeSettings(llm_dtype="float16"))
+
+
 def test_unknown_base_model_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="llm.base"):
         load_base(str(tmp_path / "no-such-model"))

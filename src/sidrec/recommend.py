@@ -19,6 +19,9 @@ class DecodeSettings:
     batch_size: int = 64
     exclude_seen: bool = True
     """Never recommend an item the user already interacted with (MovieLens users rate a film once)."""
+    llm_dtype: str = "float32"
+    """LLM systems only: weights while decoding. `float32` = as trained (bf16 autocast per the model's
+    `mixed_precision`); `bfloat16` casts the weights once at load (1.6x faster decoding on a bf16-capable CPU)."""
 
 
 class Recommender(Protocol):
