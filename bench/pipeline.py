@@ -78,13 +78,14 @@ def main() -> None:
     env = stage_env(threads)
     # the committed metrics' runtime_s order the ready stages (longest remaining chain first)
     priority = remaining_work(steps, {s.stage: max(recorded(ROOT, s, "runtime_s"), 1.0) for s in steps})
-    log_file = work / "repro.log"
-    print(f"commit {head}, {len(steps)} stages, clone {clone}, stage logs {log_file}, "
+    log_dir = work / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"commit {head}, {len(steps)} stages, clone {clone}, stage logs {log_dir}/<stage>.log, "
           f"{os.cpu_count()} CPUs, {args.jobs} stages side by side, {threads} thread(s) each", flush=True)
     rows, total_start = [], time.perf_counter()
 
     def run(name: str) -> StageRun:
-        wall, tree_rss, code = run_stage(clone, name, log_file, env)
+        wall, tree_rss, code = run_stage(clone, name, log_dir / f"{name}.log", env)
         return StageRun(name, wall, max(tree_rss, recorded(clone, by_name[name], "peak_rss_mb")), code, threads)
 
     def report(r: StageRun) -> None:
@@ -93,7 +94,7 @@ def main() -> None:
                      "finished_at_s": round(time.perf_counter() - total_start, 1)})
         print(f"[{len(rows):2d}/{len(steps)}] {r.stage:24s} {r.wall_s:9.1f} s {r.peak_rss_mb:9.0f} MB  "
               f"(at {rows[-1]['finished_at_s'] / 60:6.1f} min)" + ("" if r.exit == 0 else
-              f"   FAILED (exit {r.exit}; see {log_file})"), flush=True)
+              f"   FAILED (exit {r.exit}; see {log_dir / (r.stage + '.log')})"), flush=True)
 
     schedule(steps, args.jobs, priority, run, report)
     total = time.perf_counter() - total_start
@@ -109,10 +110,10 @@ def main() -> None:
         write_json(args.out, {"commit": head, "overrides": args.set, "jobs": args.jobs, "threads": threads,
                               "stages": rows, "total_s": round(total, 1), "complete": done})
         print(f"figures written to {args.out}")
+    if not done:  # keep the clone and its logs for a look at the failure
+        raise SystemExit(f"stopped after a failed stage; clone and logs kept in {work}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    if not done:
-        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,11 @@ def schedule(steps: Sequence, jobs: int, priority: dict[str, float],
     return runs
 
 
+def default_log_dir(root: Path) -> Path:
+    """Where `repro` writes each stage's output (`<stage>.log`, appended to on every run)."""
+    return Path(root) / ".dvc" / "tmp" / "repro-logs"
+
+
 def stage_env(threads: int) -> dict:
     """The environment of a stage process: offline hub, and `threads` for every thread pool torch and numpy use."""
     t = str(threads)
@@ -164,7 +169,7 @@ def stage_env(threads: int) -> dict:
 
 
 def repro(root: Path, targets: Sequence[str] = (), jobs: int | None = None, threads: int | None = None,
-          log_file: Path | None = None, report: Callable[[StageRun], None] = lambda r: None) -> list[StageRun]:
+          log_dir: Path | None = None, report: Callable[[StageRun], None] = lambda r: None) -> list[StageRun]:
     """Reproduce `targets` (default: every stage) of the DVC project at `root`, `jobs` stages at a time.
 
     Args:
@@ -172,7 +177,7 @@ def repro(root: Path, targets: Sequence[str] = (), jobs: int | None = None, thre
         targets: stage names; their upstream stages run too.
         jobs: stages side by side (default: 2, or 1 on a 1-CPU machine).
         threads: threads per stage (default: max(1, CPUs // jobs)).
-        log_file: where the stages' output goes (default: `root`/.dvc/tmp/parallel.log).
+        log_dir: one `<stage>.log` per stage here (default: `root`/.dvc/tmp/repro-logs).
         report: called with each finished stage.
     Returns:
         one `StageRun` per stage that ran, in completion order.
@@ -181,18 +186,20 @@ def repro(root: Path, targets: Sequence[str] = (), jobs: int | None = None, thre
 
     root = Path(root).resolve()
     cpus = os.cpu_count() or 1
-    jobs = jobs or min(2, cpus)
-    threads = threads or max(1, cpus // jobs)
-    if jobs < 1 or threads < 1:
-        raise SystemExit(f"error: --jobs {jobs} / --threads {threads}: both must be >= 1")
+    jobs = min(2, cpus) if jobs is None else jobs
+    if jobs < 1:
+        raise SystemExit(f"error: --jobs {jobs}: must be >= 1")
+    threads = max(1, cpus // jobs) if threads is None else threads
+    if threads < 1:
+        raise SystemExit(f"error: --threads {threads}: must be >= 1")
     steps = needed(read_dag(root)[0], list(targets))
     priority = remaining_work(steps, {s.stage: max(recorded(root, s, "runtime_s"), 1.0) for s in steps})
-    log_file = Path(log_file) if log_file else root / ".dvc" / "tmp" / "parallel.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(log_dir) if log_dir else default_log_dir(root)
+    log_dir.mkdir(parents=True, exist_ok=True)
     env = stage_env(threads)
 
     def run(name: str) -> StageRun:
-        wall, rss, code = run_stage(root, name, log_file, env)
+        wall, rss, code = run_stage(root, name, log_dir / f"{name}.log", env)
         return StageRun(name, wall, rss, code, threads)
 
     return schedule(steps, jobs, priority, run, report)
@@ -206,17 +213,17 @@ def main() -> None:
     ap.add_argument("--root", default=str(ROOT), help="the DVC project (default: this repository)")
     args = ap.parse_args()
     root = Path(args.root).resolve()
-    log_file = root / ".dvc" / "tmp" / "parallel.log"
+    log_dir = default_log_dir(root)
     start = time.perf_counter()
-    print(f"{root}: {args.jobs or min(2, os.cpu_count() or 1)} stages side by side, stage output in {log_file}",
-          flush=True)
+    print(f"{root}: {args.jobs or min(2, os.cpu_count() or 1)} stages side by side, stage output in "
+          f"{log_dir}/<stage>.log", flush=True)
 
     def report(r: StageRun) -> None:
-        state = "ok" if r.exit == 0 else f"FAILED (exit {r.exit}; see {log_file})"
+        state = "ok" if r.exit == 0 else f"FAILED (exit {r.exit}; see {log_dir / (r.stage + '.log')})"
         print(f"{time.perf_counter() - start:8.0f} s  {r.stage:24s} {r.wall_s:8.1f} s {r.peak_rss_mb:7.0f} MB "
               f"{r.threads} thr  {state}", flush=True)
 
-    runs = repro(root, args.targets, args.jobs, args.threads, log_file, report)
+    runs = repro(root, args.targets, args.jobs, args.threads, log_dir, report)
     total = time.perf_counter() - start
     print(f"total {total:.0f} s ({total / 60:.1f} min), {len(runs)} stages")
     if any(r.exit != 0 for r in runs):
