@@ -59,7 +59,25 @@ def test_metrics_match_hand_computed_values():
     # reference = popular unseen Horror items [4, 3] for case 0: cos 0 and 1 -> 0.5.
     assert per_case["reference_closeness"][0] == pytest.approx(0.5)
     assert m["satisfied@4_ci_low"] <= 0.375 <= m["satisfied@4_ci_high"]
-    assert m["pairs"]["Children's->Horror"]["cases"] == 2
+    assert m["pairs"]["Children's->Horror"]["cases"] == 2 and m["pairs"]["Children's->Horror"]["users"] == 2
+    assert m["steer_users"] == 2 and m["bootstrap_unit"] == "user"
+
+
+def test_satisfied_interval_resamples_users_across_pairs():
+    # 10 users, each a case of 2 pairs with the same satisfied share: the per-user interval is the one over 10 users.
+    users = np.tile(np.arange(10), 2)
+    cases = pd.DataFrame({"case_id": range(20), "user_id": users,
+                          "source": ["Children's"] * 10 + ["Drama"] * 10, "constraint": ["Horror"] * 20,
+                          "history": [[0]] * 20, "seen": [[0]] * 20, "target": [-1] * 20, "cold": [False] * 20})
+    hit = np.arange(10) < 4
+    topk = np.where(hit[users][:, None], [[3, 4]], [[1, 2]])
+    _, m = steer_metrics(topk, cases, GENRES, np.eye(6), np.ones(6), k=2, n_boot=500, seed=0)
+    assert m["cases"] == 20 and m["steer_users"] == 10
+    assert m["pairs"]["Drama->Horror"]["users"] == 10
+    assert m["satisfied@2"] == pytest.approx(0.4)
+    width_user = m["satisfied@2_ci_high"] - m["satisfied@2_ci_low"]
+    width_case = m["satisfied@2_ci_high_case"] - m["satisfied@2_ci_low_case"]
+    assert width_user > 1.2 * width_case
 
 
 def _write_steer(tmp_path, system, reads, topk):

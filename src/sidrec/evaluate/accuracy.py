@@ -1,7 +1,7 @@
 """The accuracy lens: one `evaluate()` for every system (DESIGN.md, evaluation protocol).
 
-Every system answers the same cases in the same order; per-case ranks are kept so the report can run paired
-bootstrap tests between systems.
+Every system answers the same cases in the same order; per-case ranks (with the case's user) are kept so the report
+can run paired bootstrap tests between systems. Intervals resample users, each with all of their test cases.
 """
 from __future__ import annotations
 
@@ -34,14 +34,16 @@ def evaluate(rec: Recommender, cases: pd.DataFrame, num_items: int, k: int = 10,
         num_items: catalogue size (for coverage).
         invalid_cases: seeded sample of cases for the unconstrained invalid-ID rate (a second decode).
     Returns:
-        (per-case frame: case_id, user_id, target, cold, topk, rank; metrics dict in the shared schema).
+        (per-case frame: case_id, user_id, target, cold, topk, rank; metrics dict in the shared schema, with
+        per-user intervals and `test_users` / `cold_start_users`).
     """
     items, _ = rec.recommend(cases, k)
     ranks = target_ranks(items, cases["target"].to_numpy())
     per_case = pd.DataFrame({"case_id": cases["case_id"].to_numpy(), "user_id": cases["user_id"].to_numpy(),
                              "target": cases["target"].to_numpy(), "cold": cases["cold"].to_numpy(),
                              "topk": list(items), "rank": ranks})
-    metrics = summarize(ranks, cases["cold"].to_numpy(), items, num_items, ks=(5, k), n_boot=n_boot, seed=seed)
+    metrics = summarize(ranks, cases["cold"].to_numpy(), items, num_items, ks=(5, k), n_boot=n_boot, seed=seed,
+                        users=cases["user_id"].to_numpy())
     sample = cases
     if len(cases) > invalid_cases:
         sample = cases.iloc[np.sort(np.random.default_rng(seed).choice(len(cases), invalid_cases, replace=False))]

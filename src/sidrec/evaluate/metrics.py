@@ -5,8 +5,11 @@ With r the 0-based position of the target in the top-k list (r = -1 when absent)
 - NDCG@k = 1 / log2(r + 2) if 0 <= r < k else 0 (Jarvelin & Kekalainen, 2002; the ideal DCG is 1 with a single target);
 - Coverage@k = |union of top-k lists| / |catalogue|.
 Intervals are percentile bootstraps of the mean over test cases (Efron & Tibshirani, 1993, ch. 13); system differences
-use the paired bootstrap over the same cases (Berg-Kirkpatrick et al., 2012). All functions are pure and deterministic
-under their `seed`.
+use the paired bootstrap over the same cases (Berg-Kirkpatrick et al., 2012). The resampling unit is the user (a
+cluster bootstrap, Davison & Hinkley, 1997, 3.8; Field & Welsh, 2007): test cases of one user are correlated and a
+few heavy users hold a large share of them, so users are drawn with replacement and keep all their cases, and the
+statistic is the mean over the resample's cases (a ratio estimator). Passing `users=None` resamples cases instead.
+All functions are pure and deterministic under their `seed`.
 """
 from __future__ import annotations
 
@@ -76,16 +79,51 @@ def ndcg_at_k(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot,) means of `values` resampled with replacement; index matrices drawn in bounded chunks."""
-    n = values.shape[0]
+def _clusters(n: int, users) -> tuple[np.ndarray, int]:
+    """Cluster code per case and the number of clusters.
+
+    Args:
+        n: number of cases B.
+        users: (B,) user id per case, or None for one cluster per case (the case-level bootstrap).
+
+    Returns:
+        ((B,) int64 codes in [0, U), U); with `users=None` the codes are 0..B-1 in case order.
+    """
+    if users is None:
+        return np.arange(n, dtype=np.int64), n
+    users = np.asarray(users)
+    if users.shape != (n,):
+        raise ValueError(f"users must be (B,) = ({n},), one user id per case, got shape {users.shape}")
+    uniq, codes = np.unique(users, return_inverse=True)
+    return codes.astype(np.int64).ravel(), int(uniq.size)
+
+
+def _cluster_totals(values: np.ndarray, codes: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster case sums (U,) float64 and case counts (U,) float64 of `values` (B,)."""
+    sums = np.bincount(codes, weights=values, minlength=n_clusters).astype(np.float64)
+    counts = np.bincount(codes, minlength=n_clusters).astype(np.float64)
+    return sums, counts
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int, users=None) -> np.ndarray:
+    """(n_boot,) means over all cases of cluster-bootstrap resamples of `values` (B,).
+
+    Each resample draws U clusters (users) with replacement and keeps every case of each drawn cluster; its mean is
+    sum(drawn clusters' case sums) / sum(drawn clusters' case counts), a ratio estimator. Multiplicities come from
+    `np.bincount` of the drawn cluster indices, in chunks of about `_CHUNK_ELEMS` elements (bounded memory).
+    With `users=None` every case is its own cluster (the case-level bootstrap).
+    """
+    codes, n_clusters = _clusters(values.shape[0], users)
+    sums, counts = _cluster_totals(values, codes, n_clusters)
     rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_ELEMS // n)
+    rows = max(1, _CHUNK_ELEMS // n_clusters)
     out = np.empty(n_boot, dtype=np.float64)
     for start in range(0, n_boot, rows):
-        stop = min(n_boot, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))  # (chunk, B) resampled case indices
-        out[start:stop] = values[idx].mean(axis=1)
+        r = min(n_boot, start + rows) - start
+        idx = rng.integers(0, n_clusters, size=(r, n_clusters))  # (r, U) drawn cluster indices
+        offsets = (np.arange(r, dtype=np.int64) * n_clusters)[:, None]
+        mult = np.bincount((idx + offsets).ravel(), minlength=r * n_clusters).reshape(r, n_clusters)  # (r, U)
+        out[start:start + r] = (mult @ sums) / (mult @ counts)
     return out
 
 
@@ -102,11 +140,19 @@ def _check_values(values: np.ndarray, n_boot: int, alpha: float = 0.05) -> np.nd
     return values
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the mean.
+def count_users(users) -> int:
+    """Number of distinct user ids in `users` (B,); 0 for B = 0."""
+    return int(np.unique(np.asarray(users)).size)
+
+
+def bootstrap_ci(values: np.ndarray, users=None, n_boot: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean over cases, resampling users (clusters).
 
     Args:
         values: (B,) per-case metric values.
+        users: (B,) user id per case; users are drawn with replacement and keep all their cases (the per-user
+            cluster bootstrap). None makes every case its own cluster (the case-level bootstrap).
         n_boot: bootstrap resamples.
         alpha: 1 - confidence level (0.05 gives a 95% interval).
         seed: seed of the resampling generator; the same seed gives the same interval.
@@ -117,25 +163,26 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, se
     values = _check_values(values, n_boot, alpha)
     if values.size == 0:
         return 0.0, 0.0
-    means = _bootstrap_means(values, n_boot, seed)
+    means = _bootstrap_means(values, n_boot, seed, users)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0,
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, users=None, n_boot: int = 1000, seed: int = 0,
                      alpha: float = 0.05) -> dict:
-    """Paired bootstrap test of mean(a) - mean(b) over the same test cases.
+    """Paired bootstrap test of mean(a) - mean(b) over the same test cases, resampling users jointly.
 
-    Cases are resampled jointly, so the resampled difference of means is the resampled mean of d = a - b.
-    The interval is the percentile interval of those resampled means. The two-sided p-value uses the shifted
-    (null-centered) bootstrap: under H0 the distribution of d* - mean(d) stands in for the null distribution of the
-    mean difference, so p = (1 + #{|d*_i - mean(d)| >= |mean(d)|}) / (n_boot + 1) (Efron & Tibshirani, 1993, 16.4;
-    the +1 keeps a Monte-Carlo p-value away from an impossible 0, Davison & Hinkley, 1997, 4.2). Identical systems get
-    p = 1.
+    One resample of users serves both systems, so the resampled difference of means is the resampled (ratio) mean of
+    d = a - b. The interval is the percentile interval of those resampled means. The two-sided p-value uses the
+    shifted (null-centered) bootstrap: under H0 the distribution of d* - mean(d) stands in for the null distribution
+    of the mean difference, so p = (1 + #{|d*_i - mean(d)| >= |mean(d)|}) / (n_boot + 1) (Efron & Tibshirani, 1993,
+    16.4; the +1 keeps a Monte-Carlo p-value away from an impossible 0, Davison & Hinkley, 1997, 4.2). Identical
+    systems get p = 1.
 
     Args:
         a: (B,) per-case metric of system A.
         b: (B,) per-case metric of system B, same cases in the same order.
+        users: (B,) user id per case (the resampling unit); None resamples cases.
         n_boot: bootstrap resamples.
         seed: seed of the resampling generator.
         alpha: 1 - confidence level of the interval.
@@ -151,7 +198,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int
         return {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}
     d = a - b
     diff = float(d.mean())
-    means = _bootstrap_means(d, n_boot, seed)
+    means = _bootstrap_means(d, n_boot, seed, users)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     # Tolerance so that float noise in identical resampled means never counts as "less extreme".
     extreme = np.abs(means - diff) >= abs(diff) - 1e-12
@@ -180,21 +227,32 @@ def coverage_at_k(topk: np.ndarray, num_items: int, k: int = 10) -> float:
     return float(np.unique(ids).size / num_items)
 
 
-def _metric_block(ranks: np.ndarray, ks: tuple[int, ...], n_boot: int, seed: int) -> dict:
-    """{recall@k, recall@k_ci_low, recall@k_ci_high, ..., ndcg@k, ...}; zeros (never NaN) for an empty subset."""
+def _metric_block(ranks: np.ndarray, users, ks: tuple[int, ...], n_boot: int, seed: int) -> dict:
+    """{recall@k, recall@k_ci_low, recall@k_ci_high, ..., ndcg@k, ...} with per-user intervals (`users` (B,), None =
+    per case); zeros (never NaN) for an empty subset."""
     block = {}
     for name, fn in (("recall", recall_at_k), ("ndcg", ndcg_at_k)):
         for k in ks:
             v = fn(ranks, k)
-            low, high = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+            low, high = bootstrap_ci(v, users, n_boot=n_boot, seed=seed)
             block[f"{name}@{k}"] = float(v.mean()) if v.size else 0.0
             block[f"{name}@{k}_ci_low"] = low
             block[f"{name}@{k}_ci_high"] = high
     return block
 
 
+def _case_level_block(ranks: np.ndarray, k: int, n_boot: int, seed: int) -> dict:
+    """{ndcg@k_ci_low_case, ndcg@k_ci_high_case, recall@k_..._case}: case-level intervals, for comparison only."""
+    block = {}
+    for name, fn in (("ndcg", ndcg_at_k), ("recall", recall_at_k)):
+        low, high = bootstrap_ci(fn(ranks, k), None, n_boot=n_boot, seed=seed)
+        block[f"{name}@{k}_ci_low_case"] = low
+        block[f"{name}@{k}_ci_high_case"] = high
+    return block
+
+
 def summarize(ranks: np.ndarray, cold_mask: np.ndarray, topk: np.ndarray, num_items: int,
-              ks: tuple[int, ...] = (5, 10), n_boot: int = 1000, seed: int = 0) -> dict:
+              ks: tuple[int, ...] = (5, 10), n_boot: int = 1000, seed: int = 0, users=None) -> dict:
     """The metrics JSON of one system (one schema for every system).
 
     Args:
@@ -205,11 +263,17 @@ def summarize(ranks: np.ndarray, cold_mask: np.ndarray, topk: np.ndarray, num_it
         ks: cut-offs.
         n_boot: bootstrap resamples per interval.
         seed: bootstrap seed (the same resamples for every metric of a subset).
+        users: (B,) user id per case, the bootstrap unit (users are resampled, each with all its cases); None makes
+            every case its own user (case-level intervals, `bootstrap_unit` "case").
 
     Returns:
-        {"cases": B, "test": {metric keys}, "cold_start": {"cases": B_cold, metric keys},
-         f"coverage@{max(ks)}": float} with metric keys `recall@k`, `recall@k_ci_low`, `recall@k_ci_high`, then the
-        same for `ndcg@k`; scalars only.
+        {"cases": B, "test_users": U, "cold_start_users": U_cold, "bootstrap_unit": "user" | "case",
+         "test": {metric keys, plus case-level comparison keys}, "cold_start": {"cases": B_cold, metric keys},
+         f"coverage@{max(ks)}": float}; metric keys are `recall@k`, `recall@k_ci_low`, `recall@k_ci_high`, then the
+        same for `ndcg@k` (intervals over the bootstrap unit). The test block also holds
+        `ndcg@K_ci_low_case`, `ndcg@K_ci_high_case`, `recall@K_ci_low_case`, `recall@K_ci_high_case` for K = max(ks):
+        the case-level interval (cases resampled as if independent), kept only to show how much narrower it is than
+        the per-user one. Scalars only.
     """
     ranks = np.asarray(ranks)
     cold_mask = np.asarray(cold_mask)
@@ -221,11 +285,18 @@ def summarize(ranks: np.ndarray, cold_mask: np.ndarray, topk: np.ndarray, num_it
                          f"topk {topk.shape}")
     if not ks:
         raise ValueError("summarize: ks must name at least one cut-off")
+    unit = "case" if users is None else "user"
+    users = np.arange(ranks.size) if users is None else np.asarray(users)
+    if users.shape != ranks.shape:
+        raise ValueError(f"summarize: users must be (B,) = {ranks.shape}, got shape {users.shape}")
     ks = tuple(int(k) for k in ks)
     cold = ranks[cold_mask]
     return {
         "cases": int(ranks.size),
-        "test": _metric_block(ranks, ks, n_boot, seed),
-        "cold_start": {"cases": int(cold.size), **_metric_block(cold, ks, n_boot, seed)},
+        "test_users": count_users(users),
+        "cold_start_users": count_users(users[cold_mask]),
+        "bootstrap_unit": unit,
+        "test": {**_metric_block(ranks, users, ks, n_boot, seed), **_case_level_block(ranks, max(ks), n_boot, seed)},
+        "cold_start": {"cases": int(cold.size), **_metric_block(cold, users[cold_mask], ks, n_boot, seed)},
         f"coverage@{max(ks)}": coverage_at_k(topk, num_items, k=max(ks)),
     }

@@ -21,7 +21,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from sidrec.evaluate.metrics import bootstrap_ci
+from sidrec.evaluate.metrics import bootstrap_ci, count_users
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,10 @@ def steer_metrics(topk: np.ndarray, cases: pd.DataFrame, item_genres, embeddings
         train_counts: (N,) train-event counts (popularity for the reference).
         k: cut-off.
     Returns:
-        (per-case frame: satisfied, closeness, reference_closeness; metrics dict).
+        (per-case frame: satisfied, closeness, reference_closeness; metrics dict). The satisfied@k interval resamples
+        users (`cases.user_id`; one user can be a case of several pairs), each with all of its cases:
+        `steer_users` distinct users, `bootstrap_unit` "user"; `satisfied@k_ci_low_case` / `_ci_high_case` hold the
+        case-level interval for comparison. Every pair reports its `users` too.
     """
     genres = [set(g) for g in item_genres]
     n = len(genres)
@@ -110,16 +113,20 @@ def steer_metrics(topk: np.ndarray, cases: pd.DataFrame, item_genres, embeddings
         ref.append(_mean_cosine(embeddings, popular, anchor))
         base.append(float(has[unseen].mean()) if unseen.any() else 0.0)
     per_case = cases.assign(topk=list(topk), satisfied=sat, closeness=close, reference_closeness=ref, base_rate=base)
-    metrics = {"cases": len(cases)}
+    users = cases["user_id"].to_numpy()
+    metrics = {"cases": len(cases), "steer_users": count_users(users), "bootstrap_unit": "user"}
     if len(cases):
-        low, high = bootstrap_ci(np.asarray(sat), n_boot=n_boot, seed=seed)
+        low, high = bootstrap_ci(np.asarray(sat), users, n_boot=n_boot, seed=seed)
+        low_case, high_case = bootstrap_ci(np.asarray(sat), None, n_boot=n_boot, seed=seed)
         metrics.update({f"satisfied@{k}": float(np.mean(sat)), f"satisfied@{k}_ci_low": low,
-                        f"satisfied@{k}_ci_high": high, "base_rate": float(np.mean(base)),
+                        f"satisfied@{k}_ci_high": high, f"satisfied@{k}_ci_low_case": low_case,
+                        f"satisfied@{k}_ci_high_case": high_case, "base_rate": float(np.mean(base)),
                         f"closeness@{k}": float(np.nanmean(close)),
                         f"reference_closeness@{k}": float(np.nanmean(ref))})
     pairs = {}
     for (src, dst), g in per_case.groupby(["source", "constraint"], sort=False):
-        pairs[f"{src}->{dst}"] = {"cases": len(g), f"satisfied@{k}": float(g["satisfied"].mean()),
+        pairs[f"{src}->{dst}"] = {"cases": len(g), "users": count_users(g["user_id"]),
+                                  f"satisfied@{k}": float(g["satisfied"].mean()),
                                   f"closeness@{k}": float(g["closeness"].mean()),
                                   "base_rate": float(g["base_rate"].mean())}
     metrics["pairs"] = pairs
