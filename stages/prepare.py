@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from sidrec.config import load_params
-from sidrec.data.loaders import load_raw
+from sidrec.data.loaders import load_raw_report
 from sidrec.data.prepare import data_metrics, prepare
 from sidrec.io import StageClock, atomic_path, setup_logging, write_json, write_parquet
 
@@ -21,15 +21,17 @@ def main() -> None:
     setup_logging()
     clock = StageClock()
     p = load_params(args.params)
-    events, meta = load_raw(p.dataset.name, args.raw)
+    # every check (the loaders' and prepare's) runs before anything is written: an error leaves no output
+    events, meta, load_warnings = load_raw_report(p.dataset.name, args.raw)
     prep = prepare(events, meta, p.dataset, p.split)
     prep.split["dataset"] = p.dataset.name
+    metrics = {**data_metrics(prep), "load_warnings": load_warnings}  # optional raw columns absent: rows affected
     out = Path(args.out)
     with atomic_path(out, is_dir=True) as tmp:  # the three files appear together or not at all
         write_parquet(tmp / "items.parquet", prep.items)
         write_parquet(tmp / "events.parquet", prep.events)
         write_json(tmp / "split.json", prep.split)
-    m = clock.stamp(data_metrics(prep))
+    m = clock.stamp(metrics)
     write_json(args.metrics, m)
     log.info("prepared %d users, %d items, %d events -> %s", m["users"], m["items"], m["events"], out)
 
