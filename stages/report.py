@@ -1,5 +1,6 @@
-"""Stage report: per-system metrics + per-case results (+ steer cases, LLM-stage metrics) -> reports/comparison.md
-and bar charts with bootstrap CIs."""
+"""Stage report: per-system metrics + per-case results (+ steer cases, LLM-stage metrics, seed spread) ->
+reports/comparison.md and bar charts with per-user bootstrap CIs; listed systems that were not run get "not run"
+rows."""
 import argparse
 import logging
 
@@ -15,10 +16,13 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml", help="reads seed, eval.k and eval.bootstrap")
     ap.add_argument("--metrics-dir", required=True, help="metrics (holds <system>.json, steer_*.json, sid_*.json)")
     ap.add_argument("--eval-dir", required=True, help="data/eval (holds <system>.parquet per-case results)")
-    ap.add_argument("--systems", required=True, help="comma-separated, e.g. baseline,sasrec,popularity")
+    ap.add_argument("--systems", required=True, help="comma-separated systems to report, e.g. "
+                    "baseline,sasrec,popularity; those without metrics/eval files are reported as not run")
     ap.add_argument("--baseline", default="baseline", help="system the paired comparison is made against")
     ap.add_argument("--steer-dir", help="data/steer (holds <system>.parquet steer cases); with --items")
     ap.add_argument("--items", help="data/prepared/items.parquet (titles and genres of the steerability examples)")
+    ap.add_argument("--seed-spread", help="metrics/seed_spread.json (test score per training seed); absent file = "
+                    "seed spread: not measured")
     ap.add_argument("--out", required=True, help="reports/comparison.md")
     ap.add_argument("--plots-dir", required=True, help="reports/figures")
     args = ap.parse_args()
@@ -29,7 +33,7 @@ def main() -> None:
     p = load_params(args.params)
     build_report(args.metrics_dir, args.eval_dir, systems, args.out, args.plots_dir,
                  baseline=args.baseline, k=p.eval.k, n_boot=p.eval.bootstrap, seed=p.seed,
-                 steer_dir=args.steer_dir, items=args.items)
+                 steer_dir=args.steer_dir, items=args.items, seed_spread=args.seed_spread)
     log.info("wrote %s", args.out)
 
 

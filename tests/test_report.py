@@ -1,4 +1,5 @@
-"""The comparison report on three fake systems: tables, paired p-values, cold start, figures, and bad input."""
+"""The comparison report on three fake systems: per-user tables, paired p-values, seed-spread verdicts, not-run
+systems, cold start, figures, and bad input."""
 import logging
 import re
 import subprocess
@@ -11,12 +12,12 @@ import pytest
 from matplotlib.image import imread
 
 from sidrec.evaluate import report
-from sidrec.evaluate.metrics import summarize, target_ranks
+from sidrec.evaluate.metrics import bootstrap_ci, ndcg_at_k, summarize, target_ranks
 from sidrec.evaluate.report import ReportError, build_report
 from sidrec.io import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-N_CASES, N_ITEMS, K = 300, 60, 10
+N_CASES, N_ITEMS, K, N_USERS = 300, 60, 10, 37
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Hit probability on warm / cold targets: sasrec clearly beats baseline, popularity never reaches cold items.
 SYSTEMS = {"sasrec": (0.7, 0.3), "baseline": (0.4, 0.2), "popularity": (0.15, 0.0)}
@@ -49,14 +50,14 @@ def fake_run(tmp_path):
         if name == "baseline":
             m["invalid_rate_unconstrained"] = 0.0123
         write_json(metrics_dir / f"{name}.json", m)
-        pd.DataFrame({"case_id": np.arange(N_CASES), "user_id": np.arange(N_CASES) % 37, "target": targets,
+        pd.DataFrame({"case_id": np.arange(N_CASES), "user_id": np.arange(N_CASES) % N_USERS, "target": targets,
                       "cold": cold, "topk": list(topk), "rank": ranks}).to_parquet(eval_dir / f"{name}.parquet")
     return tmp_path, metrics_dir, eval_dir
 
 
-def _run(tmp_path, metrics_dir, eval_dir, systems=("baseline", "sasrec", "popularity")):
+def _run(tmp_path, metrics_dir, eval_dir, systems=("baseline", "sasrec", "popularity"), seed_spread=None):
     return build_report(metrics_dir, eval_dir, list(systems), tmp_path / "reports" / "comparison.md",
-                        tmp_path / "reports" / "figures", n_boot=500, seed=0)
+                        tmp_path / "reports" / "figures", n_boot=500, seed=0, seed_spread=seed_spread)
 
 
 def _row(md: str, section: str, system: str) -> list[str]:
@@ -76,14 +77,20 @@ def test_report_tables_pvalues_cold_start_and_figures(fake_run):
     tmp_path, metrics_dir, eval_dir = fake_run
     md = _run(tmp_path, metrics_dir, eval_dir)
     assert (tmp_path / "reports" / "comparison.md").read_text(encoding="utf-8") == md
-    assert f"same {N_CASES} test cases" in md and "k = 5, 10" in md
+    assert "same test cases in the same order" in md and "k = 5, 10" in md
+    assert f"{N_CASES} cases from {N_USERS} users" in md and "bootstraps over users" in md
+    for section in ("## Accuracy", "## Per-user vs case-level", "## Paired comparison", "## Cold start"):
+        body = md.split(section, 1)[1].split("\n## ", 1)[0]
+        assert re.search(r"\d+ cases from \d+ users", body), section
 
     acc = md.split("## Accuracy", 1)[1].split("\n## ", 1)[0]
     order = [ln.split("|")[1].strip() for ln in acc.splitlines() if ln.startswith("| ") and "system" not in ln]
     assert order == ["sasrec", "baseline", "popularity"]  # sorted by ndcg@10, descending
     base = _row(md, "## Accuracy", "baseline")
-    m = read_json(metrics_dir / "baseline.json")["test"]
-    assert base[4] == f"{m['ndcg@10']:.4f} [{m['ndcg@10_ci_low']:.3f}, {m['ndcg@10_ci_high']:.3f}]"
+    cases = pd.read_parquet(eval_dir / "baseline.parquet")
+    v = ndcg_at_k(cases["rank"].to_numpy(), 10)
+    low, high = bootstrap_ci(v, cases["user_id"].to_numpy(), n_boot=500, seed=0)  # per user, recomputed
+    assert base[4] == f"{v.mean():.4f} [{low:.3f}, {high:.3f}]"
     assert all(re.fullmatch(r"\d\.\d{4} \[\d\.\d{3}, \d\.\d{3}\]", c) for c in base[1:5])
     assert base[-1] == "0.0123" and _row(md, "## Accuracy", "sasrec")[-1] == "—"
 
@@ -96,7 +103,8 @@ def test_report_tables_pvalues_cold_start_and_figures(fake_run):
 
     cold = _row(md, "## Cold start", "popularity")
     assert cold[1] == str(int(read_json(metrics_dir / "popularity.json")["cold_start"]["cases"])) and int(cold[1]) > 0
-    assert cold[2].startswith("0.0000") and cold[3].startswith("0.0000")
+    assert cold[2] == str(cases.loc[cases["cold"], "user_id"].nunique())
+    assert cold[3].startswith("0.0000") and cold[4].startswith("0.0000")
     assert "`popularity` never placed a cold-start target" in md
 
     figures = tmp_path / "reports" / "figures"
@@ -122,12 +130,15 @@ def test_case_count_mismatch_raises(fake_run):
         _run(tmp_path, metrics_dir, eval_dir)
 
 
-def test_missing_systems_are_skipped_and_none_is_an_error(fake_run, caplog):
+def test_systems_that_were_not_run_get_not_run_rows_and_none_is_an_error(fake_run, caplog):
     tmp_path, metrics_dir, eval_dir = fake_run
     with caplog.at_level(logging.WARNING, logger="sidrec"):
         md = _run(tmp_path, metrics_dir, eval_dir, systems=("baseline", "plum", "sasrec"))
-    assert "skipping system 'plum'" in caplog.text
-    assert "plum" not in md and "| sasrec |" in md and "popularity" not in md
+    assert "system 'plum' not run" in caplog.text
+    assert "| sasrec |" in md and "popularity" not in md and "not run: `plum`" in md
+    assert _row(md, "## Accuracy", "plum")[1] == "not run"
+    assert _row(md, "## Paired comparison", "plum")[1] == "not run"
+    assert _row(md, "## Cold start", "plum")[1] == "not run"
     with pytest.raises(ReportError, match="none of the systems"):
         _run(tmp_path, metrics_dir, eval_dir, systems=("plum", "lamia"))
 
@@ -136,6 +147,59 @@ def test_without_baseline_there_is_no_paired_table(fake_run):
     tmp_path, metrics_dir, eval_dir = fake_run
     md = _run(tmp_path, metrics_dir, eval_dir, systems=("sasrec", "popularity"))
     assert "`baseline` is not among the evaluated systems" in md
+
+
+def test_per_user_intervals_are_wider_than_case_level_when_users_are_correlated(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    df = pd.read_parquet(eval_dir / "sasrec.parquet")
+    df["rank"] = np.where(df["user_id"] < 15, 0, -1)  # a user's cases all hit or all miss
+    df.to_parquet(eval_dir / "sasrec.parquet")
+    md = _run(tmp_path, metrics_dir, eval_dir)
+    sas, base = _row(md, "## Per-user vs case-level", "sasrec"), _row(md, "## Per-user vs case-level", "baseline")
+    assert float(sas[3]) > 2.0 and float(sas[6]) > 2.0  # ~sqrt(300 / 37) = 2.8 times wider
+    assert 0.6 < float(base[3]) < 1.6  # hits independent of the user: about the same width
+
+
+def _spread(tmp_path, systems: dict) -> Path:
+    path = tmp_path / "metrics" / "seed_spread.json"
+    write_json(path, {"systems": {s: {"seeds": [42, 1, 2], "ndcg@10": [m - sd, m, m + sd], "ndcg@10_mean": m,
+                                      "ndcg@10_sd": sd, "recall@10": [m] * 3, "recall@10_mean": m,
+                                      "recall@10_sd": 0.0} for s, (m, sd) in systems.items()},
+                      "command": "make seed-spread"})
+    return path
+
+
+def test_seed_spread_verdicts_real_within_and_noise(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    for name in ("twin", "unseeded"):  # twin = baseline exactly; unseeded = sasrec without a seed spread
+        src = "baseline" if name == "twin" else "sasrec"
+        write_json(metrics_dir / f"{name}.json", read_json(metrics_dir / f"{src}.json"))
+        pd.read_parquet(eval_dir / f"{src}.parquet").to_parquet(eval_dir / f"{name}.parquet")
+    path = _spread(tmp_path, {"baseline": (0.2, 0.01), "sasrec": (0.4, 0.02), "popularity": (0.05, 0.5),
+                              "twin": (0.2, 0.01)})
+    md = _run(tmp_path, metrics_dir, eval_dir, systems=("baseline", "sasrec", "popularity", "twin", "unseeded"),
+              seed_spread=path)
+    paired = "## Paired comparison"
+    assert _row(md, paired, "sasrec")[-1] == "real" and _row(md, paired, "sasrec")[-2] == "0.0200"
+    pop = _row(md, paired, "popularity")
+    assert float(pop[2].strip("[]").split(",")[1]) < 0 and pop[-1] == "within the seed spread"
+    twin = _row(md, paired, "twin")
+    assert float(twin[1]) == 0.0 and float(twin[3]) == 1.0 and twin[-1] == "noise"
+    unseeded = _row(md, paired, "unseeded")
+    assert unseeded[-2] == "0.0100 (not measured: unseeded)"
+    assert unseeded[-1] == "interval excludes 0; seed spread not measured for `unseeded`"
+    spread = md.split("## Seed spread", 1)[1].split("\n## ", 1)[0]
+    assert "make seed-spread" in spread and f"{N_CASES} cases from {N_USERS} users" in spread
+    assert _row(md, "## Seed spread", "sasrec") == ["sasrec", "42, 1, 2", "0.4000 ± 0.0200", "0.4000 ± 0.0000"]
+    assert _row(md, "## Seed spread", "unseeded")[1] == "not measured"
+
+
+def test_absent_seed_spread_file_says_not_measured(fake_run):
+    tmp_path, metrics_dir, eval_dir = fake_run
+    md = _run(tmp_path, metrics_dir, eval_dir, seed_spread=tmp_path / "metrics" / "seed_spread.json")
+    assert "seed spread: not measured" in md
+    sas = _row(md, "## Paired comparison", "sasrec")
+    assert sas[-2] == "not measured" and "seed spread not measured for" in sas[-1] and "real" not in sas[-1]
 
 
 def test_optional_steer_and_sid_tables(fake_run):
@@ -171,11 +235,13 @@ def test_stage_script_end_to_end(fake_run):
     cmd = [sys.executable, str(REPO / "stages" / "report.py"), "--params", str(REPO / "params.yaml"),
            "--metrics-dir", str(metrics_dir), "--eval-dir", str(eval_dir), "--systems", "baseline,sasrec,popularity,plum",
            "--out", str(out), "--plots-dir", str(figs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd + ["--seed-spread", str(_spread(tmp_path, {"baseline": (0.2, 0.001)}))],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "skipping system 'plum'" in proc.stderr
+    assert "system 'plum' not run" in proc.stderr
     md = out.read_text(encoding="utf-8")
-    assert "| sasrec |" in md and "## Cold start" in md
+    assert "| sasrec |" in md and "## Cold start" in md and _row(md, "## Accuracy", "plum")[1] == "not run"
+    assert _row(md, "## Seed spread", "baseline")[3].endswith("± 0.0000")
     _assert_png(figs / "recall_at_10.png")
     i = cmd.index("--systems") + 1
     bad = subprocess.run(cmd[:i] + ["plum"] + cmd[i + 1:], capture_output=True, text=True, timeout=120)

@@ -94,11 +94,13 @@ def test_report_section_compares_readers_with_blind_systems_and_shows_examples(t
     _write_steer(tmp_path, "baseline", False, [[2, 5], [0, 3]])
     steer = load_steer(tmp_path / "metrics", tmp_path / "steer", ["plum", "baseline", "lamia"])
     assert list(steer) == ["plum", "baseline"]
-    md = steer_section(steer, ITEMS["title"].tolist(), GENRES, k=2, n_boot=100, seed=0)
+    md = steer_section(steer, ITEMS["title"].tolist(), GENRES, k=2, n_boot=100, seed=0, not_run=["lamia"])
     summary = md.split("per pair")[0]
     rows = {ln.split(" | ")[0].strip("| "): ln for ln in summary.splitlines() if ln.startswith("| ")}
     assert rows["plum"].startswith("| plum | yes | 1.000") and rows["baseline"].startswith("| baseline | no | 0.250")
     assert "against `baseline`" in md and "+0.750" in md
+    assert "2 cases from 2 users" in md and "per-user" in md
+    assert rows["lamia"].startswith("| lamia | not run")
     assert "a Children's history asked for Horror" in md and "film 3 ✓" in md and "film 2;" in md
 
 

@@ -1,10 +1,11 @@
-"""Report sections for the lenses beyond accuracy (seeds/000 Phase 3): steerability with qualitative examples,
-and the LLM path (continued pre-training perplexity, instruction-tuning validation score).
+"""Report sections for the lenses beyond accuracy: steerability with qualitative examples, and the LLM path
+(continued pre-training perplexity, instruction-tuning validation score).
 
 Steerability reads what the steer stage wrote per system (`metrics/steer_<system>.json` and the per-case
 `data/steer/<system>.parquet`, the same counterfactual cases in the same order for every system). Systems that read
 text are compared with the best constraint-blind system on the same cases by the paired bootstrap of the per-case
-share of the top-k in the requested genre (`sidrec.evaluate.metrics.paired_bootstrap`).
+share of the top-k in the requested genre (`sidrec.evaluate.metrics.paired_bootstrap`), resampling users (`user_id`;
+one user can be a case of several pairs) with all of their cases; the satisfied@k intervals resample users too.
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sidrec.evaluate.metrics import paired_bootstrap
+from sidrec.evaluate.metrics import bootstrap_ci, count_users, paired_bootstrap
 from sidrec.io import read_json
 
 log = logging.getLogger(__name__)
 
 _MISSING = "—"
-STEER_COLUMNS = ("case_id", "source", "constraint", "history", "topk", "satisfied", "closeness")
+STEER_COLUMNS = ("case_id", "user_id", "source", "constraint", "history", "topk", "satisfied", "closeness")
+NOT_RUN = "not run"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -47,12 +49,12 @@ def load_steer(metrics_dir: str | Path, steer_dir: str | Path, systems: list[str
 
 
 def _aligned(steer: dict) -> bool:
-    ids = [tuple(c["case_id"]) + tuple(c["constraint"]) for _, c in steer.values()]
+    ids = [tuple(c["case_id"]) + tuple(c["user_id"]) + tuple(c["constraint"]) for _, c in steer.values()]
     return all(i == ids[0] for i in ids)
 
 
 def steer_section(steer: dict[str, tuple[dict, pd.DataFrame]], titles: list[str], genres: list, k: int,
-                  n_boot: int, seed: int, examples: int = 2, shown: int = 5) -> str:
+                  n_boot: int, seed: int, examples: int = 2, shown: int = 5, not_run: list[str] = ()) -> str:
     """Steerability: the summary table, per-pair shares, paired tests against the best constraint-blind system,
     and qualitative examples (history, then each system's top items with the requested genre marked).
 
@@ -61,32 +63,38 @@ def steer_section(steer: dict[str, tuple[dict, pd.DataFrame]], titles: list[str]
         titles, genres: per item (for the examples).
         k: cut-off the steer stage used.
         examples: cases shown for the first pair; shown: top items listed per system.
+        not_run: listed systems without steer files (a "not run" row each).
     """
     if not steer:
         return ""
     first = next(iter(steer.values()))[1]
     text = (f"## Steerability\n\nCounterfactual cases: users whose train history leans on one genre are asked for "
-            f"another (\"Constraint: Suggest a {{genre}} movie.\"), {len(first)} cases over "
+            f"another (\"Constraint: Suggest a {{genre}} movie.\"), {len(first)} cases from "
+            f"{count_users(first['user_id'])} users over "
             f"{first.groupby(['source', 'constraint']).ngroups} (history genre -> requested genre) pairs, the same "
             f"cases for every system. satisfied@{k} = share of the top-{k} carrying the requested genre; base rate = "
             f"that share among the user's unseen items (a constraint-blind random pick); closeness@{k} = mean cosine "
             f"of the recommended items' content embeddings to the history's mean (does the system stay personal?); "
             f"reference = the {k} most popular unseen items of the requested genre (obeys, ignores the user). "
-            f"Systems that cannot read text answer the same cases with the constraint ignored.\n\n")
+            f"Systems that cannot read text answer the same cases with the constraint ignored. satisfied@{k} "
+            f"intervals are 95% per-user bootstraps ({n_boot} resamples of users, each with all of its cases).\n\n")
     rows = []
-    for s, (m, _) in steer.items():
-        sat = m.get(f"satisfied@{k}")
-        ci = f" [{m[f'satisfied@{k}_ci_low']:.3f}, {m[f'satisfied@{k}_ci_high']:.3f}]" if sat is not None else ""
-        rows.append([s, "yes" if m.get("reads_constraints") else "no", _f(sat) + ci, _f(m.get("base_rate")),
-                     _f(m.get(f"closeness@{k}")), _f(m.get(f"reference_closeness@{k}"))])
+    for s, (m, c) in steer.items():
+        sat = c["satisfied"].to_numpy(float)
+        low, high = bootstrap_ci(sat, c["user_id"].to_numpy(), n_boot=n_boot, seed=seed)
+        ci = f" [{low:.3f}, {high:.3f}]" if sat.size else ""
+        rows.append([s, "yes" if m.get("reads_constraints") else "no", _f(float(sat.mean()) if sat.size else None)
+                     + ci, _f(m.get("base_rate")), _f(m.get(f"closeness@{k}")), _f(m.get(f"reference_closeness@{k}"))])
+    rows += [[s, NOT_RUN, *[_MISSING] * 4] for s in not_run]
     text += _table(["system", "reads text", f"satisfied@{k}", "base rate", f"closeness@{k}",
                     f"reference closeness@{k}"], rows)
     pairs = list(dict.fromkeys(p for m, _ in steer.values() for p in m.get("pairs", {})))
     if pairs:
+        groups = {f"{a}->{b}": g for (a, b), g in first.groupby(["source", "constraint"], sort=False)}
         text += f"\n\nsatisfied@{k} per pair:\n\n" + _table(
-            ["pair", "cases", *steer], [[p, str(next(iter(steer.values()))[0]["pairs"].get(p, {}).get("cases", 0)),
-                                        *[_f(m.get("pairs", {}).get(p, {}).get(f"satisfied@{k}")) for m, _ in
-                                          steer.values()]] for p in pairs])
+            ["pair", "cases", "users", *steer],
+            [[p, str(len(groups.get(p, ()))), str(count_users(groups[p]["user_id"]) if p in groups else 0),
+              *[_f(m.get("pairs", {}).get(p, {}).get(f"satisfied@{k}")) for m, _ in steer.values()]] for p in pairs])
     text += _paired_steer(steer, k, n_boot, seed)
     return text + _examples(steer, titles, genres, examples, shown)
 
@@ -100,14 +108,16 @@ def _paired_steer(steer: dict, k: int, n_boot: int, seed: int) -> str:
         log.warning("report: steer cases differ between systems; no paired steerability test")
         return "\n\nThe systems' steer cases differ, so no paired test is reported."
     ref = max(blind, key=lambda s: steer[s][1]["satisfied"].mean())
+    users = steer[ref][1]["user_id"].to_numpy()
     rows = []
     for s in readers:
         res = paired_bootstrap(steer[s][1]["satisfied"].to_numpy(float), steer[ref][1]["satisfied"].to_numpy(float),
-                               n_boot=n_boot, seed=seed)
+                               users, n_boot=n_boot, seed=seed)
         rows.append([s, f"{res['diff']:+.3f}", f"[{res['ci_low']:+.3f}, {res['ci_high']:+.3f}]", f"{res['p_value']:.4f}"])
-    return (f"\n\nPaired bootstrap over the same cases against `{ref}`, the constraint-blind system that happens to "
-            f"meet the requested genre most often:\n\n" + _table(["system", f"Δ satisfied@{k}", "95% CI", "p-value"],
-                                                              rows))
+    return (f"\n\nPaired bootstrap over the same {len(users)} cases from {count_users(users)} users against `{ref}`, "
+            f"the constraint-blind system that happens to meet the requested genre most often (users resampled "
+            f"jointly for both systems, each with all of its cases):\n\n"
+            + _table(["system", f"Δ satisfied@{k}", "95% CI (per user)", "p-value"], rows))
 
 
 def _examples(steer: dict, titles: list[str], genres: list, n: int, shown: int) -> str:
