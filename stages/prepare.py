@@ -23,7 +23,7 @@ def main() -> None:
     p = load_params(args.params)
     # every check (the loaders' and prepare's) runs before anything is written: an error leaves no output
     events, meta, load_warnings = load_raw_report(p.dataset.name, args.raw)
-    prep = prepare(events, meta, p.dataset, p.split)
+    prep = prepare(events, meta, p.dataset, p.split, seed=p.seed)
     prep.split["dataset"] = p.dataset.name
     metrics = {**data_metrics(prep), "load_warnings": load_warnings}  # optional raw columns absent: rows affected
     out = Path(args.out)

@@ -23,11 +23,11 @@ log = logging.getLogger("stages.train_gpt")
 
 
 def train_one(g, p, codec, windows, valid, decode):
-    torch.manual_seed(p.seed)
+    torch.manual_seed(g.seed)
     arch = GPTArch(g.n_layer, g.n_head, g.n_embd, g.dropout, p.eval.max_history)
     rec = GPTRecommender(build_gpt(arch, codec.layout, codec.max_positions(arch.max_history)), codec, arch, decode)
     loop = LoopConfig(epochs=g.epochs, batch_size=g.batch_size, lr=g.lr, weight_decay=g.weight_decay,
-                      warmup_ratio=g.warmup_ratio, eval_every=g.eval_every, patience=g.patience, seed=p.seed,
+                      warmup_ratio=g.warmup_ratio, eval_every=g.eval_every, patience=g.patience, seed=g.seed,
                       mixed_precision=g.mixed_precision)
     res = fit(rec, windows, loop, collate_fn=codec.collate, evaluate=lambda m: validation_score(m, valid, p.eval.k))
     return rec, res

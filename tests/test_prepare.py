@@ -127,7 +127,7 @@ def test_dense_ids_in_sorted_source_order_and_sorted_events():
     users, items = [3, 10, 7, 22], [100, 9, 55, 20, 1]
     rows = [(int(rng.choice(users)), int(rng.choice(items)), int(rng.integers(0, 20))) for _ in range(200)]
     rows += [(u, i, 30 + 7 * k + j) for j, u in enumerate(users) for k, i in enumerate(items)]  # all present
-    p = prepare(raw_events(rows), raw_items(items[::-1]), ds(), LOO)
+    p = prepare(raw_events(rows), raw_items(items[::-1]), ds(), SplitConfig(protocol="leave_one_out", ties="item_id"))
     # numeric source ids sort numerically ("9" before "10"), not as strings
     assert p.items["source_id"].tolist() == ["1", "9", "20", "55", "100"]
     assert p.items["item_id"].tolist() == list(range(5))
@@ -168,7 +168,8 @@ def test_schema_and_data_metrics(tmp_path):
     assert set(m) == {"dataset", "protocol", "users", "items", "events", "events_train", "events_valid",
                       "events_test", "cold_start_items", "cold_start_test_events", "median_history_length",
                       "median_train_history_length", "dropped", "dropped_total", "dropped_items",
-                      "dropped_items_total"}
+                      "dropped_items_total", "tied_events_share", "test_tied_share", "test_target_id_above_previous",
+                      "test_tied_target_id_above_previous"}
     assert m["dataset"] == "amazon-beauty" and m["protocol"] == "temporal"
     assert m["items"] == len(p.items) and m["events"] == len(p.events)
     assert m["events_train"] + m["events_valid"] + m["events_test"] == m["events"]

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from fixtures import write_ml1m
 from sidrec.config import DatasetConfig, SplitConfig
 from sidrec.data.loaders import DataError, load_raw
-from sidrec.data.prepare import prepare
-from sidrec.data.split import SPLITS, assign_split, check_no_leakage
+from sidrec.data.prepare import prepare, tie_metrics
+from sidrec.data.split import SPLITS, assign_split, check_no_leakage, order_events
 
 TEMPORAL = SplitConfig(protocol="temporal", valid_frac=0.1, test_frac=0.1)
 LOO = SplitConfig(protocol="leave_one_out")
@@ -196,4 +196,66 @@ def test_leakage_check_leave_one_out():
     doctored.loc[rows[0], "split"], doctored.loc[rows[-1], "split"] = "test", "train"
     with pytest.raises(DataError, match="leaking") as ei:
         check_no_leakage(doctored, "leave_one_out", info)
+    assert "\n" not in str(ei.value)
+
+
+# --- the order of equal timestamps (split.ties) -------------------------------------------------------------------
+
+def tied_log(seed: int = 9) -> pd.DataFrame:
+    """Raw-like events where most of a user's events share their timestamp with another event of the user."""
+    rng = np.random.default_rng(seed)
+    rows = [(u, i, int(t)) for u in range(30) for i, t in zip(rng.choice(200, 40, replace=False),
+                                                              np.sort(rng.integers(0, 8, 40)))]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).astype("int64")
+
+
+@pytest.mark.parametrize("ties", ["random", "source", "item_id"])
+def test_order_events_sorts_by_time_and_orders_ties(ties):
+    raw = tied_log()
+    out = order_events(raw, np.arange(len(raw)), ties, seed=3)
+    assert len(out) == len(raw) and set(map(tuple, out.to_numpy())) == set(map(tuple, raw.to_numpy()))
+    key = out["user_id"].to_numpy() * 1000 + out["timestamp"].to_numpy()
+    assert (np.diff(key) >= 0).all(), "events must be sorted by (user, timestamp)"
+    same = (np.diff(key) == 0)
+    up = np.diff(out["item_id"].to_numpy()) > 0
+    share_up = up[same].mean()
+    if ties == "item_id":
+        assert share_up == 1.0
+    elif ties == "random":
+        assert 0.4 < share_up < 0.6
+    else:  # raw file order within each (user, timestamp) block
+        pos = raw.reset_index().merge(out.reset_index(), on=["user_id", "item_id", "timestamp"])
+        pos = pos.sort_values("index_y")
+        assert (np.diff(pos["index_x"].to_numpy())[same] > 0).all()
+
+
+def test_random_ties_are_seeded_and_free_of_file_order():
+    raw = tied_log()
+    a = order_events(raw, np.arange(len(raw)), "random", seed=3)
+    perm = np.random.default_rng(0).permutation(len(raw))
+    b = order_events(raw.iloc[perm].reset_index(drop=True), np.arange(len(raw)), "random", seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    c = order_events(raw, np.arange(len(raw)), "random", seed=4)
+    assert not a.equals(c), "another seed must give another tie order"
+
+
+def test_tie_figures_pinned(tmp_path):
+    """The figures metrics/data.json reports: tied share independent of the order; target id above the previous
+    item's on tied test cases is 1.0 under item_id order and about 0.5 under random order."""
+    events = tied_log().rename(columns={"user_id": "u", "item_id": "i"})
+    ev = pd.DataFrame({"user_id": events["u"], "item_id": events["i"], "timestamp": events["timestamp"]})
+    figures = {}
+    for ties in ("random", "item_id"):
+        out, _ = assign_split(order_events(ev, np.arange(len(ev)), ties, seed=42),
+                              SplitConfig(protocol="leave_one_out", ties=ties))
+        figures[ties] = tie_metrics(out)
+    assert figures["random"]["tied_events_share"] == figures["item_id"]["tied_events_share"] > 0.5
+    assert figures["item_id"]["test_tied_target_id_above_previous"] == 1.0
+    assert 0.2 < figures["random"]["test_tied_target_id_above_previous"] < 0.8
+
+
+def test_unknown_tie_order_is_a_params_error():
+    from sidrec.config import ParamsError
+    with pytest.raises(ParamsError, match="split.ties") as ei:
+        SplitConfig(ties="alphabetical").validate("split")
     assert "\n" not in str(ei.value)

@@ -56,7 +56,8 @@ def check_prepared(raw_events: pd.DataFrame, raw_meta: pd.DataFrame, p, ds: Data
     assert sorted(ev["user_id"].unique()) == list(range(ev["user_id"].nunique())), "user ids are not dense"
     assert sorted(ev["item_id"].unique()) == list(range(len(items))), "an item without events, or a dangling id"
     key = ev[["user_id", "timestamp", "item_id"]]
-    assert key.equals(key.sort_values(["user_id", "timestamp", "item_id"]).reset_index(drop=True))
+    order = ev[["user_id", "timestamp"]]
+    assert order.equals(order.sort_values(["user_id", "timestamp"]).reset_index(drop=True))
     assert not key.duplicated().any()
     assert (ev.groupby("user_id").size() >= ds.min_user_events).all()
     assert (ev.groupby("item_id").size() >= ds.min_item_events).all()

@@ -7,6 +7,7 @@ Downstream stages read upstream configs from checkpoints and sidecars, never fro
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -18,6 +19,7 @@ import yaml
 
 DATASETS = ("ml-100k", "ml-1m", "amazon-beauty", "amazon-sports", "amazon-toys")
 SPLIT_PROTOCOLS = ("temporal", "leave_one_out")
+SPLIT_TIES = ("random", "source", "item_id")
 
 
 class ParamsError(ValueError):
@@ -57,6 +59,16 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ParamsError(f"params: `{key}` {msg}")
 
 
+def unknown_key(dotted: str, known) -> ParamsError:
+    """The error for key `dotted` (e.g. `plum.temprature`) where only `known` keys are allowed: the closest known
+    key (difflib) as the suggested fix, else the list of known keys."""
+    known = [str(k) for k in known]
+    *parent, key = dotted.split(".")
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean `{'.'.join([*parent, close[0]])}`?" if close else f"known keys here: {', '.join(known)}"
+    return ParamsError(f"params: unknown key `{dotted}` ({hint}); fix params.yaml")
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str = "ml-100k"
@@ -80,10 +92,15 @@ class SplitConfig:
     """temporal: share of events (by time) in the validation period, just before the test period."""
     test_frac: float = 0.1
     """temporal: share of events (by time) in the test period at the end of the log."""
+    ties: str = "random"
+    """Order of a user's events that share a timestamp: `random` (a permutation within each (user, timestamp)
+    block, seeded by the top-level `seed`), `source` (raw file order) or `item_id` (ascending id; lets a model learn
+    that the next of two simultaneous events has the higher id, so kept only for the record)."""
 
     def validate(self, p: str) -> None:
         _check(self.protocol in SPLIT_PROTOCOLS, f"{p}.protocol",
                f"is {self.protocol!r}; use one of {', '.join(SPLIT_PROTOCOLS)}")
+        _check(self.ties in SPLIT_TIES, f"{p}.ties", f"is {self.ties!r}; use one of {', '.join(SPLIT_TIES)}")
         _check(0 < self.valid_frac < 1, f"{p}.valid_frac", "must be in (0, 1)")
         _check(0 < self.test_frac < 1, f"{p}.test_frac", "must be in (0, 1)")
         _check(self.valid_frac + self.test_frac < 0.9, f"{p}.valid_frac", "+ test_frac must be < 0.9 to leave train data")
@@ -178,6 +195,9 @@ class GPTConfig:
     """Epochs between validation checks."""
     mixed_precision: str = "bf16"
     """`bf16` autocast (1.5x faster on this CPU's avx512_bf16) or `no`."""
+    seed: int = 42
+    """Seed of weight initialisation, dropout and batch order (not of the data or the validation sample), so
+    `dvc exp run -S gpt.seed=N` measures training noise on the same cases."""
     search: dict = field(default_factory=dict)
     """Grid searched on validation NDCG@10, e.g. {dropout: [0.1, 0.3], lr: [0.001, 0.003]}; empty = no search."""
 
@@ -192,6 +212,8 @@ class GPTConfig:
         _check(self.patience >= 0, f"{p}.patience", "must be >= 0")
         _check(self.mixed_precision in ("no", "bf16", "fp16"), f"{p}.mixed_precision", "must be no, bf16 or fp16")
         for k, v in self.search.items():
+            if k not in self.SEARCHABLE and difflib.get_close_matches(str(k), self.SEARCHABLE, n=1):
+                raise unknown_key(f"{p}.search.{k}", self.SEARCHABLE)  # a typo of a searchable key
             _check(k in self.SEARCHABLE, f"{p}.search.{k}", f"is not searchable; use one of {', '.join(self.SEARCHABLE)}")
             _check(isinstance(v, list) and len(v) >= 1, f"{p}.search.{k}", "must be a non-empty list of values")
 
@@ -377,6 +399,11 @@ class KubeflowConfig:
         self._check_resources({"cpu": self.cpu, "memory": self.memory, "gpu": self.gpu}, p)
         for name, values in self.stages.items():
             where = f"{p}.stages.{name}"
+            for k in (values if isinstance(values, dict) else ()):
+                if k not in self.RESOURCES:
+                    close = difflib.get_close_matches(str(k), self.RESOURCES, n=1)
+                    hint = f"did you mean `{close[0]}`?" if close else f"known keys here: {', '.join(self.RESOURCES)}"
+                    raise ParamsError(f"params: `{where}` has unknown key `{k}` ({hint}); fix params.yaml")
             _check(isinstance(values, dict) and bool(values) and set(values) <= set(self.RESOURCES), where,
                    f"must map some of {', '.join(self.RESOURCES)} to values, e.g. {{gpu: 1, memory: 32G}}")
             self._check_resources(values, where)
@@ -519,8 +546,7 @@ def from_dict(cls, data, prefix: str = ""):
         name = _KEY_TO_FIELD.get(key, key)
         dotted = f"{prefix}.{key}" if prefix else key
         if name not in fields or key in _FIELD_TO_KEY:  # `lambda_` is the field, not a params.yaml key
-            known = ", ".join(_FIELD_TO_KEY.get(f, f) for f in fields)
-            raise ParamsError(f"params: unknown key `{dotted}`; known keys here: {known}")
+            raise unknown_key(dotted, [_FIELD_TO_KEY.get(f, f) for f in fields])
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, dotted)
@@ -546,7 +572,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"params: file {path} not found; run from the repository root or pass --params")
-    return from_dict(Params, read_yaml(path) or {})
+    try:
+        data = read_yaml(path)
+    except yaml.YAMLError as e:  # a syntax error: one line with its position, not PyYAML's multi-line report
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ParamsError(f"params: {path} is not valid YAML{where} ({problem}); fix params.yaml") from None
+    return from_dict(Params, data or {})
 
 
 def to_dict(cfg) -> dict:

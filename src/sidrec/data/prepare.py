@@ -3,8 +3,8 @@
 Cleaning order: events without a user/item/timestamp, exact duplicate (user, item, timestamp) rows, events of
 items without metadata, items without any text, then an iterated k-core. Every dropped event row is counted under
 its reason (`dropped`), and so is every dropped metadata row (`dropped_items`). Ids are re-indexed densely in sorted
-source-id order; events are sorted by (user, timestamp, item_id) so equal timestamps break ties the same way
-on every machine.
+source-id order; events are sorted by (user, timestamp) and a user's events with equal timestamps are ordered by
+`split.ties` (`sidrec.data.split.order_events`): a seeded permutation by default, the same on every machine.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from sidrec.config import DatasetConfig, SplitConfig
 from sidrec.data.loaders import DataError
-from sidrec.data.split import assign_split
+from sidrec.data.split import assign_split, order_events
 
 
 @dataclass
@@ -69,9 +69,13 @@ def k_core(events: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
         events = events[keep]
 
 
-def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: SplitConfig) -> Prepared:
-    """Clean, filter, re-index and split raw frames from `sidrec.data.loaders.load_raw`."""
+def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: SplitConfig, seed: int = 0) -> Prepared:
+    """Clean, filter, re-index and split raw frames from `sidrec.data.loaders.load_raw`.
+
+    `seed` seeds the order of equal-timestamp events under `split.ties: random`.
+    """
     dropped: Counter = Counter()
+    events = events.assign(source_pos=np.arange(len(events), dtype="int64"))  # raw file order, for `ties: source`
     n0 = len(events)
     events = events.dropna(subset=["source_user", "source_item", "timestamp"])
     events = events[(events["source_user"].astype(str) != "") & (events["source_item"].astype(str) != "")]
@@ -123,8 +127,9 @@ def prepare(events: pd.DataFrame, meta: pd.DataFrame, ds: DatasetConfig, sp: Spl
         "item_id": item_index.loc[events["source_item"].to_numpy()].to_numpy().astype("int64"),
         "timestamp": events["timestamp"].to_numpy().astype("int64"),
     })
-    ev = ev.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+    ev = order_events(ev, events["source_pos"].to_numpy(), sp.ties, seed)
     ev, split = assign_split(ev, sp)
+    split["ties"] = sp.ties
     split = {"dataset": ds.name, **split}  # data_metrics and split.json name the dataset
 
     first_seen = ev.groupby("item_id")["timestamp"].min()
@@ -159,9 +164,37 @@ def data_metrics(p: Prepared) -> dict:
         "cold_start_items": len(cold),
         "cold_start_test_events": int(test["item_id"].isin(cold).sum()),
         "median_history_length": float(ev.groupby("user_id").size().median()),
+        **tie_metrics(ev),
         "median_train_history_length": float(ev[ev["split"] == "train"].groupby("user_id").size().median()),
         "dropped": {k: int(v) for k, v in p.dropped.items()},
         "dropped_total": int(sum(p.dropped.values())),
         "dropped_items": {k: int(v) for k, v in p.dropped_items.items()},
         "dropped_items_total": int(sum(p.dropped_items.values())),
+    }
+
+
+def tie_metrics(ev: pd.DataFrame) -> dict:
+    """How much the order of equal-timestamp events matters, and whether it leaks through the item ids.
+
+    Returns:
+        `tied_events_share`: share of events (after a user's first) whose timestamp equals the user's previous event's;
+        `test_tied_share`: the same among test events; `test_target_id_above_previous`: among test events with a
+        previous event, the share whose item id is higher than the previous item's (about 0.5 when ties are ordered
+        at random; 1.0 on tied cases when they are ordered by id); `test_tied_target_id_above_previous`: the same on
+        the tied test events only.
+    """
+    same_user = ev["user_id"].to_numpy()[1:] == ev["user_id"].to_numpy()[:-1]
+    ts, item = ev["timestamp"].to_numpy(), ev["item_id"].to_numpy()
+    tied = same_user & (ts[1:] == ts[:-1])
+    above = same_user & (item[1:] > item[:-1])
+    test = ev["split"].to_numpy()[1:] == "test"
+    with_prev = same_user & test
+
+    def share(num, den) -> float:
+        return float(num.sum() / den.sum()) if den.sum() else 0.0
+    return {
+        "tied_events_share": share(tied, same_user),
+        "test_tied_share": share(tied & test, with_prev),
+        "test_target_id_above_previous": share(above & test, with_prev),
+        "test_tied_target_id_above_previous": share(above & tied & test, tied & test),
     }

@@ -17,8 +17,36 @@ from sidrec.data.loaders import DataError
 SPLITS = ("train", "valid", "test")
 
 
+def order_events(ev: pd.DataFrame, source_pos: np.ndarray, ties: str, seed: int) -> pd.DataFrame:
+    """Sort events by (user, timestamp) and order each (user, timestamp) block by `ties`.
+
+    Args:
+        ev: events with user_id, item_id, timestamp (any order).
+        source_pos: (N,) each event's position in the raw file.
+        ties: `random` (a permutation seeded by `seed`, drawn over the (user, timestamp, item_id) order so it does
+            not depend on the raw file's order), `source` (raw file order) or `item_id` (ascending id).
+        seed: seed of the `random` order.
+
+    Returns:
+        The events in that order, with a fresh index; the same inputs give the same order on every machine.
+    """
+    source_pos = np.asarray(source_pos)
+    if ties == "item_id":
+        key = ev["item_id"].to_numpy()
+    elif ties == "source":
+        key = source_pos
+    elif ties == "random":
+        canon = np.lexsort((source_pos, ev["item_id"].to_numpy(), ev["timestamp"].to_numpy(), ev["user_id"].to_numpy()))
+        key = np.empty(len(ev), dtype=np.int64)
+        key[canon] = np.random.default_rng(seed).permutation(len(ev))
+    else:
+        raise DataError(f"split.ties: unknown tie order {ties!r}; use random, source or item_id")
+    order = np.lexsort((key, ev["timestamp"].to_numpy(), ev["user_id"].to_numpy()))
+    return ev.iloc[order].reset_index(drop=True)
+
+
 def assign_split(ev: pd.DataFrame, sp: SplitConfig) -> tuple[pd.DataFrame, dict]:
-    """Add a `split` column to events sorted by (user, timestamp, item_id); returns (events, split info)."""
+    """Add a `split` column to events sorted by (user, timestamp, tie order); returns (events, split info)."""
     ev = ev.copy()
     if sp.protocol == "temporal":
         ts = ev["timestamp"].to_numpy()
