@@ -1,4 +1,4 @@
-"""Stage palette: LAMIA item palettes (seeds/002 4.2.1-4.2.2). Palette tokens are added to models/llm_base, LoRA
+"""Stage palette: LAMIA item palettes (LAMIA, Liu et al. 2024, sec. 4.2.1-4.2.2). Palette tokens are added to models/llm_base, LoRA
 (rank `lora_rank`) + the LaP rows are trained on L_gen + gamma (L_intra + L_inter) with the hierarchical block mask
 and the dual forward pass, the adapters are merged, and every item's palette is encoded.
 

@@ -182,14 +182,14 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.1
-    window_stride: int = 10
+    window_stride: int = 20
     """Sliding training windows of eval.max_history + 1 items start every this many items."""
-    epochs: int = 40
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
-    patience: int = 3
+    patience: int = 2
     """Validation checks without NDCG@10 improvement before early stopping."""
     eval_every: int = 2
     """Epochs between validation checks."""
@@ -424,13 +424,13 @@ class PaletteConfig:
     lr: float = 1e-3
     warmup_ratio: float = 0.05
     gamma: float = 0.1
-    """Weight of L_intra + L_inter against L_gen (seeds/002 5.4)."""
+    """Weight of L_intra + L_inter against L_gen (LAMIA, Liu et al. 2024, sec. 5.4)."""
     alpha_intra: float = 0.1
     """Hinge margin on the cosine between positions of one item's palette."""
     alpha_inter: float = 0.25
     """Hinge margin on the cosine between different items at the same position."""
     lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     mixed_precision: str = "no"
     """`no` (float32) or `bf16` autocast for training. bf16 is ~1.5x faster here but its rounding of SmolLM2's large
     activations stalls L_gen (measured: float32 learns, bf16 does not); evaluation and encoding are float32."""
@@ -462,7 +462,7 @@ class PaletteConfig:
 @dataclass(frozen=True)
 class LamiaConfig:
     pca_dim: int = 64
-    """PCA components per palette vector before K-Means (seeds/002 5.4: 64); capped at min(items, hidden size)."""
+    """PCA components per palette vector before K-Means (LAMIA, Liu et al. 2024, sec. 5.4: 64); capped at min(items, hidden size)."""
     n_init: int = 4
     """K-Means restarts per position (the lowest inertia wins)."""
     pca_per_position: bool = True

@@ -1,10 +1,8 @@
-"""System names -> recommenders (DESIGN.md: baseline = rqvae + gpt, sasrec = atomic + gpt, popularity, ...).
+"""System names -> recommenders (docs/systems.md: baseline = rqvae + gpt, sasrec = atomic + gpt, popularity, ...).
 
 A system is a (tokenizer, recommender kind) pair; each kind has one loader, chosen by name.
 """
 from __future__ import annotations
-
-import torch
 
 from sidrec.models.gpt import GPTRecommender
 from sidrec.models.llm import LLMRecommender
@@ -33,12 +31,7 @@ def _popularity(model_dir: str, sids_path: str, decode: DecodeSettings) -> Recom
 
 
 def _llm(model_dir: str, sids_path: str, decode: DecodeSettings) -> Recommender:
-    rec = LLMRecommender.load(model_dir, SidTable.load(sids_path), decode)
-    if decode.llm_dtype == "bfloat16":  # one cast at load; autocast then has nothing left to cast per op
-        rec.model.to(torch.bfloat16)
-    elif decode.llm_dtype != "float32":
-        raise ValueError(f"eval.llm_dtype: unknown {decode.llm_dtype!r}; use bfloat16 or float32")
-    return rec
+    return LLMRecommender.load(model_dir, SidTable.load(sids_path), decode)
 
 
 LOADERS = {"gpt": _gpt, "popularity": _popularity, "llm": _llm}

@@ -1,4 +1,4 @@
-"""The CPT corpus and the SFT examples (seeds/000 Steps 2.2-2.3), as token-id lists from a `PromptCodec`.
+"""The CPT corpus and the SFT examples (docs/systems.md, PLUM), as token-id lists from a `PromptCodec`.
 
 - CPT ("bilingual": item language <-> ID language): both identity sentences of every catalogue item, cold-start
   items included (their titles are known at launch), repeated `identity_repeats` times, plus user-history

@@ -1,4 +1,4 @@
-"""Prompt formats of the LLM recommender, built as token-id lists (seeds/000 Steps 2.2-2.3).
+"""Prompt formats of the LLM recommender, built as token-id lists (docs/systems.md, PLUM).
 
 Text pieces go through the LLM's tokenizer; SID tokens are inserted by id (they were added by vocabulary surgery),
 so an item is always exactly its P tokens. Formats (text in quotes, {SID} = the item's P tokens):

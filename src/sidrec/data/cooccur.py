@@ -1,4 +1,4 @@
-"""Co-occurrence pairs for PLUM's collaborative indexer (seeds/000 Step 2.1: items used together).
+"""Co-occurrence pairs for PLUM's collaborative indexer (docs/systems.md: items used together).
 
 A session is a run of one user's consecutive events whose gaps are at most `session_gap` seconds; inside a
 session each event pairs with its next `window` neighbours. Pairs are unordered (a < b) with counts.

@@ -1,4 +1,4 @@
-"""Raw frames -> the canonical schema of DESIGN.md, with a split.
+"""Raw frames -> the canonical schema of docs/architecture.md, with a split.
 
 Cleaning order: events without a user/item/timestamp, exact duplicate (user, item, timestamp) rows, events of
 items without metadata, items without any text, then an iterated k-core. Every dropped event row is counted under

@@ -1,4 +1,4 @@
-"""User sequences: training windows and evaluation cases (DESIGN.md, evaluation protocol).
+"""User sequences: training windows and evaluation cases (docs/evaluation.md).
 
 Training windows come from train events only (the leakage rule). An evaluation case is one held-out event with
 at least one earlier event of its user; its history is the user's last `max_history` earlier items (of any

@@ -1,6 +1,6 @@
 """Train/validation/test splits and the leakage rule.
 
-`temporal` (seeds/000 Phase 0): two global cutoffs at interaction-time quantiles; an event belongs to
+`temporal` (docs/evaluation.md): two global cutoffs at interaction-time quantiles; an event belongs to
 train if ts <= train_end, valid if train_end < ts <= valid_end, test otherwise. Every model sees the same past.
 `leave_one_out` (TIGER's protocol, for published tables): per user, last event test, second-to-last valid.
 The leakage rule: only train events may feed anything learned from interactions. `sidrec.data.leakage` checks it

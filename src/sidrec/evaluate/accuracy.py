@@ -1,4 +1,4 @@
-"""The accuracy lens: one `evaluate()` for every system (DESIGN.md, evaluation protocol).
+"""The accuracy lens: one `evaluate()` for every system (docs/evaluation.md).
 
 Every system answers the same cases in the same order; per-case ranks (with the case's user) are kept so the report
 can run paired bootstrap tests between systems. Intervals resample users, each with all of their test cases.

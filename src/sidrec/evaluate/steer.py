@@ -1,4 +1,4 @@
-"""The steerability lens (seeds/000 Phase 3.3): do recommendations follow a natural-language constraint that runs
+"""The steerability lens (docs/evaluation.md, steerability): do recommendations follow a natural-language constraint that runs
 against the user's history?
 
 Counterfactual cases: for each (history genre, requested genre) pair of `steer.pairs`, users whose train history

@@ -1,4 +1,4 @@
-"""The from-scratch decoder recommender (TIGER's generative retrieval with a GPT-2-config decoder; seeds/000 Step 1.2).
+"""The from-scratch decoder recommender (TIGER's generative retrieval with a GPT-2-config decoder; docs/systems.md).
 
 A user history becomes one flat stream `[BOS] <p0_12> <p1_55> <p2_108> <p3_0> [SEP] <p0_45> ... [SEP]` over a
 vocabulary of one token range per code position plus specials (sids.TokenLayout). The model is a

@@ -1,4 +1,4 @@
-"""The pretrained-LLM recommender of PLUM (seeds/000 Steps 2.2-2.3): base model loading, vocabulary surgery with
+"""The pretrained-LLM recommender of PLUM (docs/systems.md, PLUM): base model loading, vocabulary surgery with
 centroid initialization, LoRA adapters with trainable new-token rows, and trie-constrained decoding.
 
 Vocabulary surgery: one new token `<p{position}_{code}>` per (code position, code) of a SID table (levels and
@@ -332,4 +332,8 @@ class LLMRecommender:
             raise ValueError(f"{path}: trained on SID vocab sizes {meta.get('vocab_sizes')}, the sids have "
                              f"{sids.vocab_sizes}; pass the SID table the LLM was trained with")
         codec = PromptCodec(tok, np.asarray(meta["sid_token_ids"]), sids, [""] * sids.num_items, meta["noun"])
+        if decode.llm_dtype == "bfloat16":  # one cast at load; autocast then has nothing left to cast per op
+            model.to(torch.bfloat16)
+        elif decode.llm_dtype != "float32":
+            raise ValueError(f"eval.llm_dtype: unknown {decode.llm_dtype!r}; use bfloat16 or float32")
         return cls(model, codec, meta["max_history"], decode, meta.get("mixed_precision", "no"))

@@ -1,4 +1,4 @@
-"""The LAMIA item palette network (Learning Multi-Aspect Item Palette, seeds/002 sections 4.2.1-4.2.2).
+"""The LAMIA item palette network (Learning Multi-Aspect Item Palette, Liu et al. 2024, sec. 4.2.1-4.2.2).
 
 A decoder-only LLM reads, per item, the blocks [content; LaP_1..L; LdP_1..L; task] (models/palette_data.py) under a
 hierarchical attention mask: causal inside every block, the LaP block also sees the content block, the task block

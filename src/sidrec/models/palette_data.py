@@ -1,4 +1,4 @@
-"""Inputs of the LAMIA palette network (seeds/002 section 4.2.1): per item a content block and, per generative task,
+"""Inputs of the LAMIA palette network (LAMIA, Liu et al. 2024, sec. 4.2.1): per item a content block and, per generative task,
 a task block `[t_i; a_i]`, tokenized once and batched for the two passes of `models/palette.py`.
 
 Block layout of one (item, task) example, in the positions of the full sequence:

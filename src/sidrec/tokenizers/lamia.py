@@ -1,9 +1,9 @@
-"""LAMIA semantic IDs from item palettes (seeds/002 section 4.2.3): PCA + K-Means, independently per palette position.
+"""LAMIA semantic IDs from item palettes (LAMIA, Liu et al. 2024, sec. 4.2.3): PCA + K-Means, independently per palette position.
 
 The palette stage (models/palette.py) writes E (N, L, D): L parallel aspect embeddings per item. For each position
 j, PCA reduces E[:, j] from D to `pca_dim` dimensions and K-Means clusters the reduced vectors into
 `codebook_size` clusters: c_{j,i} = argmin_k ||PCA_j(E_{i,j}) - mu_{j,k}||. Item i's code is (c_{1,i}, ..., c_{L,i})
-plus the collision suffix (TIGER; seeds/002 5.4 iv), so the mapping is 1-to-1. There is no hierarchy: every
+plus the collision suffix (TIGER; LAMIA sec. 5.4), so the mapping is 1-to-1. There is no hierarchy: every
 position has the same role, and the trie decoder (generate.ItemTrie) handles parallel codes unchanged.
 
 Choices where the paper leaves room: PCA is fitted per position by default (each aspect keeps its own principal

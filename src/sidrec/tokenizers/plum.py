@@ -1,4 +1,4 @@
-"""PLUM's collaborative indexer (seeds/000 Step 2.1): RQ-VAE + co-occurrence contrastive loss + progressive masking.
+"""PLUM's collaborative indexer (docs/systems.md, PLUM IDs): RQ-VAE + co-occurrence contrastive loss + progressive masking.
 
 L = L_recon + L_rq + lambda * L_contrastive. Items used together should get similar IDs even when their
 descriptions differ: L_contrastive is an InfoNCE that pulls each item x towards its co-occurring items x+ and

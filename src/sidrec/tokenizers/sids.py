@@ -97,7 +97,7 @@ class SidTable:
 class TokenLayout:
     """GPT vocabulary: one token range per code position, then the specials [BOS] [SEP] [EOS] [PAD].
 
-    token(p, c) = offsets[p] + c, so `<p0_12>` and `<p1_12>` are different tokens (DESIGN.md, token layout).
+    token(p, c) = offsets[p] + c, so `<p0_12>` and `<p1_12>` are different tokens (docs/architecture.md, token layout).
     """
 
     def __init__(self, vocab_sizes: list[int]) -> None:
