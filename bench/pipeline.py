@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.kubeflow import read_dag  # noqa: E402  (topological stage order from DVC's own graph)
+from pipelines.dag import read_dag  # noqa: E402  (topological stage order from DVC's own graph)
 from pipelines.parallel import (StageRun, needed, recorded, remaining_work, run_stage, schedule,  # noqa: E402
                                 stage_env)
 from pipelines.step import set_params  # noqa: E402

@@ -182,7 +182,7 @@ def repro(root: Path, targets: Sequence[str] = (), jobs: int | None = None, thre
     Returns:
         one `StageRun` per stage that ran, in completion order.
     """
-    from pipelines.kubeflow import read_dag  # DVC's own graph, topologically sorted
+    from pipelines.dag import read_dag  # DVC's own graph, topologically sorted
 
     root = Path(root).resolve()
     cpus = os.cpu_count() or 1

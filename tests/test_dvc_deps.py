@@ -142,7 +142,7 @@ def missing_deps(root: Path, cmd: str, deps: list[str]) -> list[str]:
 
 def dvc_stages(root: Path) -> list[tuple[str, str, list[str]]]:
     """(name, cmd, non-params deps relative to root) of every stage, foreach/matrix resolved, through DVC's API (as
-    pipelines/kubeflow.py's read_dag reads them)."""
+    pipelines/dag.py's read_dag reads them)."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 

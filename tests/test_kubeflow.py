@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO_ROOT, create_tiny_repo
 
 sys.path.insert(0, str(REPO_ROOT))
-from pipelines import kubeflow, step  # noqa: E402
+from pipelines import dag, kubeflow, step  # noqa: E402
 
 COMMITTED = REPO_ROOT / "pipelines" / "kubeflow.yaml"
 
@@ -51,7 +51,7 @@ def dvc_dag(root: Path) -> tuple[dict[str, object], set[tuple[str, str]]]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        name = {s: kubeflow.stage_name(s, Path(root)) for s in repo.index.stages}
+        name = {s: dag.stage_name(s, Path(root)) for s in repo.index.stages}
         stages = {name[s]: s for s in name}
         edges = {(name[b], name[a]) for a, b in repo.index.graph.edges}  # dvc: consumer -> producer
     return stages, edges
@@ -105,7 +105,7 @@ def test_every_out_is_an_output_and_every_produced_dep_an_input():
         ins = {p for p, _ in flag_values(args, "--input", 2)}
         deps = [Path(d.fs_path).relative_to(REPO_ROOT).as_posix() for d in stages[name].deps]
         wanted = {p for p, producer in produced.items()
-                  if producer != name and any(kubeflow._overlaps(p, d) for d in deps)}
+                  if producer != name and any(dag._overlaps(p, d) for d in deps)}
         assert ins == wanted, name
         for rel, placeholder in flag_values(args, "--input", 2) + flag_values(args, "--output", 2):
             assert re.fullmatch(r"\{\{\$\.(inputs|outputs)\.artifacts\['\w+'\]\.path\}\}", placeholder), placeholder
