@@ -4,7 +4,8 @@ LLM systems (plum, rqvae-llm, lamia) also take `--constraint "Horror"` (the prom
 cannot read text refuse it rather than silently ignore it.
 
 Titles (case-insensitive, exact or unique substring) or item ids in; titles and scores out. Paths default to the
-DVC outputs of the pipeline run in the current directory.
+DVC outputs of the pipeline run in the current directory; a missing one is the stages' one-line `error: ...` naming
+the paths and the fix (run `dvc repro`, or point --root at the repository), not a traceback.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sidrec.data.loaders import DataError
+from sidrec.io import _user_error_hook
 from sidrec.recommend import DecodeSettings
 from sidrec.systems import SYSTEMS, load_recommender
 
@@ -24,6 +27,17 @@ def system_paths(system: str, root: Path) -> tuple[Path, Path]:
     tok, kind = SYSTEMS[system]
     model = root / "models" / {"popularity": "popularity", "gpt": f"gpt/{tok}", "llm": f"llm/{tok}/sft"}[kind]
     return model, root / "data" / "sids" / f"{tok or 'atomic'}.parquet"
+
+
+def require_outputs(system: str, root: Path) -> None:
+    """Every pipeline output `recommend --system <system>` reads exists under `root`, or one DataError naming the
+    missing ones and the fix."""
+    model, sids = system_paths(system, root)
+    needed = [root / "data" / "prepared" / "items.parquet", model] + ([sids] if SYSTEMS[system][0] else [])
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise DataError(f"--system {system}: {', '.join(missing)} not found (outputs of the DVC pipeline); run "
+                        "`dvc repro` first, or pass --root <the repository that ran it>")
 
 
 def resolve_items(history: str, items: pd.DataFrame) -> list[int]:
@@ -54,11 +68,10 @@ def resolve_items(history: str, items: pd.DataFrame) -> list[int]:
 
 def recommend_cmd(args) -> None:
     root = Path(args.root)
+    require_outputs(args.system, root)
     items = pd.read_parquet(root / "data" / "prepared" / "items.parquet")
     history = resolve_items(args.history, items)
     model, sids = system_paths(args.system, root)
-    if not model.exists():
-        raise SystemExit(f"--system {args.system}: {model} not found; run `dvc repro` first")
     rec = load_recommender(args.system, str(model), str(sids), DecodeSettings(beam_size=max(10, args.k)))
     if args.constraint and not getattr(rec, "reads_constraints", False):
         raise SystemExit(f"--constraint: system {args.system} cannot read text; use an LLM system (plum, rqvae-llm, lamia)")
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--max-history", type=int, default=20)
     r.add_argument("--root", default=".", help="repository root holding data/ and models/")
     args = ap.parse_args(argv)
+    sys.excepthook = _user_error_hook  # what the stages' setup_logging installs, without their INFO log format
     recommend_cmd(args)
 
 
