@@ -91,10 +91,11 @@ def test_cli_constraint_only_for_llm_systems(repo):
 def test_lambda_reruns_only_plum_and_its_dependents(repo):
     """`-S lambda=...` must rerun tokenize@plum and what depends on it, and nothing upstream or on other branches."""
     plum_branch = {"tokenize@plum", "train@plum-gpt", "evaluate@plum-gpt", "cpt@plum", "sft@plum", "evaluate@plum",
-                   "steer@plum", "report"}
+                   "steer@plum", "report", "validate_params"}  # validate_params: any edit of params.yaml
     before = repo.params()["lambda"]
     repo.set_params({"lambda": before + 1.0})
-    assert set(repo.status()) == {"tokenize@plum"}  # the only stage whose own inputs changed
+    # the only stage whose own inputs changed, and the check of the whole params.yaml
+    assert set(repo.status()) == {"tokenize@plum", "validate_params"}
     ran = set(re.findall(r"Running stage '([^']+)'", repo.repro().stdout))
     assert "tokenize@plum" in ran and ran <= plum_branch
     repo.set_params({"lambda": before})
