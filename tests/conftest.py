@@ -143,6 +143,9 @@ def create_tiny_repo(root: Path, params: dict | None = None, n_users: int = 40, 
             shutil.copytree(src, root / name, ignore=IGNORED, symlinks=True)
         elif src.exists():
             shutil.copy2(src, root / name)
+    # the report reads the seed spread, measured outside the DAG by dvc experiments (pipelines/seed_spread.py)
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics" / "seed_spread.json").write_text('{"systems": {}}\n', encoding="utf-8")
     (root / ".dvc").mkdir()
     _write_dvc_config(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")
     (root / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n", encoding="utf-8")
