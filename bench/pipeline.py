@@ -38,6 +38,18 @@ TARGET_TOTAL_S = 45 * 60
 TARGET_RSS_MB = 8 * 1024
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def parse_set(text: str) -> tuple[str, object]:
     """`key.sub=value`; the value is JSON when it parses as JSON (numbers, lists, {}), else a string."""
     key, sep, value = text.partition("=")
@@ -107,8 +119,9 @@ def main() -> None:
         print(f"target whole DAG <= {TARGET_TOTAL_S / 60:.0f} min: {'met' if total <= TARGET_TOTAL_S else 'MISSED'}; "
               f"peak RSS <= {TARGET_RSS_MB} MB: {'met' if peak <= TARGET_RSS_MB else 'MISSED'}")
     if args.out:
-        write_json(args.out, {"commit": head, "overrides": args.set, "jobs": args.jobs, "threads": threads,
-                              "stages": rows, "total_s": round(total, 1), "complete": done})
+        write_json(args.out, {"commit": head, "overrides": args.set, "targets": args.targets, "jobs": args.jobs,
+                              "threads": threads, "cpu": cpu_model(), "nproc": os.cpu_count(), "stages": rows,
+                              "total_s": round(total, 1), "peak_rss_mb": round(peak, 1), "complete": done})
         print(f"figures written to {args.out}")
     if not done:  # keep the clone and its logs for a look at the failure
         raise SystemExit(f"stopped after a failed stage; clone and logs kept in {work}")
