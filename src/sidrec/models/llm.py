@@ -8,9 +8,9 @@ item's title tokens, plus Gaussian noise of `noise` x the embedding matrix's std
 matrix when it is not tied). A code no item carries starts at the catalogue centroid.
 
 LoRA (peft `LoraConfig`, rank `lora_rank`) trains adapters on every linear layer of the transformer blocks plus
-only the new rows of the embedding (`trainable_token_indices`); after each stage the adapters are merged
-(`merge_and_unload`) and the full model is written with `save_pretrained` (safetensors), so every stage's output
-loads with plain `AutoModelForCausalLM.from_pretrained`.
+only the new rows of the embedding (`trainable_token_indices`), and of `lm_head` when it is not tied ("all-linear"
+skips `lm_head`); after each stage the adapters are merged (`merge_and_unload`) and the full model is written with
+`save_pretrained` (safetensors), so every stage's output loads with plain `AutoModelForCausalLM.from_pretrained`.
 """
 from __future__ import annotations
 
@@ -117,8 +117,7 @@ def add_sid_vocabulary(model: PreTrainedModel, tok: PreTrainedTokenizerBase, sid
     if clash:
         raise ValueError(f"llm: the tokenizer already has SID tokens ({clash[0]}, ...); start from models/llm_base")
     item_in = title_embeddings(model, tok, titles)
-    tied = model.get_output_embeddings() is None or (
-        model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr())
+    tied = _tied(model)
     item_out = None if tied else title_embeddings(model, tok, titles, output=True)
     tok.add_tokens(names)
     ids = np.asarray(tok.convert_tokens_to_ids(names), dtype=np.int64)
@@ -148,16 +147,32 @@ class LoraSettings:
 
 
 def with_lora(model: PreTrainedModel, new_token_ids: np.ndarray, lora: LoraSettings):
-    """peft model: LoRA on every linear layer of the blocks + trainable rows for the new tokens only."""
+    """peft model: LoRA on every linear layer of the blocks + trainable rows for the new tokens only, in the input
+    embedding and, when the model is untied (Qwen/Llama style), in `lm_head` too ("all-linear" skips `lm_head`).
+    A tied model gets the input-embedding rows only; peft ties `lm_head` to them."""
     if lora.rank > model.config.hidden_size:
         from sidrec.config import ParamsError
 
         raise ParamsError(f"params: `lora_rank` {lora.rank} exceeds the LLM hidden size {model.config.hidden_size}; "
                           "use a smaller rank")
-    emb_name = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()).split(".")[-1]
+    rows = [int(i) for i in new_token_ids]
+    trainable = {_module_name(model, model.get_input_embeddings()): rows}
+    if not _tied(model):  # "all-linear" skips lm_head: the new items' output rows must train too
+        trainable[_module_name(model, model.get_output_embeddings())] = rows
     cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules="all-linear",
-                     trainable_token_indices={emb_name: [int(i) for i in new_token_ids]}, task_type="CAUSAL_LM")
+                     trainable_token_indices=trainable, task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
+
+
+def _module_name(model: PreTrainedModel, module: torch.nn.Module) -> str:
+    """The last component of `module`'s name in `model` (what peft's `trainable_token_indices` keys match)."""
+    return next(n for n, m in model.named_modules() if m is module).split(".")[-1]
+
+
+def _tied(model: PreTrainedModel) -> bool:
+    """True when the output matrix is the input embedding matrix (or there is no output matrix)."""
+    out = model.get_output_embeddings()
+    return out is None or out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
 
 IGNORE = -100
