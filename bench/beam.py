@@ -10,6 +10,7 @@ speed ratio. Not a test: it prints figures.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -17,8 +18,12 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from sidrec.generate import ItemTrie, beam_search, hf_generate_topk
-from sidrec.tokenizers.sids import SidTable, TokenLayout, add_collision_suffix
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the reference decoder lives with the tests, outside the library
+
+from hf_reference import hf_generate_topk  # noqa: E402
+from sidrec.generate import ItemTrie, beam_search  # noqa: E402
+from sidrec.tokenizers.sids import SidTable, TokenLayout, add_collision_suffix  # noqa: E402
 
 
 def load_catalogue(path: Path, seed: int) -> SidTable:

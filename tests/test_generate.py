@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from sidrec.generate import ItemTrie, beam_search, hf_generate_topk, unconstrained_beam_search
+from hf_reference import hf_generate_topk
+from sidrec.generate import ItemTrie, beam_search, unconstrained_beam_search
 from sidrec.tokenizers.sids import TokenLayout, add_collision_suffix
 
 N_ITEMS = 60
