@@ -19,8 +19,8 @@ import sidrec.models.palette as palette_mod
 from llm_fixtures import tiny_llama, tiny_tokenizer, write_tiny_llm
 from sidrec.config import PaletteConfig
 from sidrec.models.llm import LoraSettings, load_llm, with_lora
-from sidrec.models.palette import (PaletteNet, PaletteObjective, add_palette_tokens, dual_forward_masked,
-                                   encode_palette, hierarchical_mask, hinge_losses, learn_palette)
+from sidrec.models.palette import (PaletteNet, PaletteObjective, add_palette_tokens, encode_palette,
+                                   hierarchical_mask, hinge_losses, learn_palette)
 from sidrec.models.palette_data import IGNORE, PaletteCollator, build_examples, pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +80,42 @@ def test_hierarchical_mask_pattern():
 def _task_block(ex, item: int, task: int) -> list[int]:
     t, prompt, answer = next(x for x in ex.tasks[item] if x[0] == task)
     return prompt + answer
+
+
+def dual_forward_masked(lm, lap_ids, ldp_ids, content: list[list[int]], tasks: list[list[int]],
+                        palette: torch.Tensor | None = None) -> dict:
+    """Reference dual forward pass over the full [content; LaP; LdP; task] sequences with the 4-D hierarchical mask
+    (the paper's formulation; `PaletteNet` computes the same more cheaply). Reads `hierarchical_mask` from the
+    palette module at call time, so a test can swap the mask there.
+
+    Sequences are right-padded; padded query rows attend to themselves only (no empty softmax rows). The mask goes
+    to the model as-is (transformers 5.x passes a 4-D mask through): bool for sdpa/flex, additive float for eager.
+    Args:
+        content, tasks: per example, the content and task block token ids.
+        palette: optional (B, L, D) palette to put into LdP instead of pass 1's (to hold it fixed in tests).
+    Returns:
+        palette (B, L, D) and hidden (B, T, D) of pass 2, with `starts` (B, 4) block starts per example.
+    """
+    length = len(lap_ids)
+    seqs = [list(c) + list(map(int, lap_ids)) + list(map(int, ldp_ids)) + list(t) for c, t in zip(content, tasks)]
+    width = max(map(len, seqs))
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    allowed = torch.eye(width, dtype=torch.bool).repeat(len(seqs), 1, 1)  # (B, T, T), padding: self only
+    for b, (s, c, t) in enumerate(zip(seqs, content, tasks)):
+        ids[b, :len(s)] = torch.as_tensor(s)
+        allowed[b, :len(s), :len(s)] = palette_mod.hierarchical_mask(len(c), length, len(t))
+    mask = palette_mod.model_mask(allowed[:, None], lm)  # (B, 1, T, T)
+    pos = torch.arange(width)[None].expand(len(seqs), -1)
+    starts = torch.as_tensor([[0, len(c), len(c) + length, len(c) + 2 * length] for c in content])
+    dec = lm.get_decoder()
+    h1 = dec(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    lap_at = starts[:, 1:2] + torch.arange(length)[None]  # (B, L)
+    own = h1[torch.arange(len(seqs))[:, None], lap_at]  # (B, L, D)
+    palette = own if palette is None else palette
+    emb = lm.get_input_embeddings()(ids).clone()
+    emb[torch.arange(len(seqs))[:, None], lap_at + length] = palette.to(emb.dtype)  # LdP <- palette
+    h2 = dec(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    return {"palette": own, "hidden": h2, "starts": starts}
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

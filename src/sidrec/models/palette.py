@@ -17,8 +17,8 @@ not change meaning with the batch size.
 Cheaper exact computation (what `PaletteNet` trains with): under that mask the LaP outputs depend only on
 [content; LaP], which is plain causal attention; and the task logits depend only on [LdP; task], again plain causal.
 So pass 1 runs [content; LaP] and pass 2 runs [LdP(palette); task] with the full sequence's position ids, which
-equals the masked full-sequence dual pass (`dual_forward_masked`, checked in tests/test_palette.py) at a fraction of
-the tokens, and one pass 1 serves all of an item's tasks.
+equals the masked full-sequence dual pass (the reference `dual_forward_masked` in tests/test_palette.py) at a
+fraction of the tokens, and one pass 1 serves all of an item's tasks.
 """
 from __future__ import annotations
 
@@ -292,38 +292,3 @@ def learn_palette(model, tok, items, cfg, length: int, lora_rank: int, seed: int
                **{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()},
                "catalogue_intra": float(intra), "catalogue_inter": float(inter)}
     return PaletteResult(net.lm, vectors, lap, ldp, metrics)
-
-
-def dual_forward_masked(lm, lap_ids, ldp_ids, content: list[list[int]], tasks: list[list[int]],
-                        palette: torch.Tensor | None = None) -> dict:
-    """Reference dual forward pass over the full [content; LaP; LdP; task] sequences with the 4-D hierarchical mask
-    (the paper's formulation; `PaletteNet` computes the same more cheaply).
-
-    Sequences are right-padded; padded query rows attend to themselves only (no empty softmax rows). The mask goes
-    to the model as-is (transformers 5.x passes a 4-D mask through): bool for sdpa/flex, additive float for eager.
-    Args:
-        content, tasks: per example, the content and task block token ids.
-        palette: optional (B, L, D) palette to put into LdP instead of pass 1's (to hold it fixed in tests).
-    Returns:
-        palette (B, L, D) and hidden (B, T, D) of pass 2, with `starts` (B, 4) block starts per example.
-    """
-    length = len(lap_ids)
-    seqs = [list(c) + list(map(int, lap_ids)) + list(map(int, ldp_ids)) + list(t) for c, t in zip(content, tasks)]
-    width = max(map(len, seqs))
-    ids = torch.zeros((len(seqs), width), dtype=torch.long)
-    allowed = torch.eye(width, dtype=torch.bool).repeat(len(seqs), 1, 1)  # (B, T, T), padding: self only
-    for b, (s, c, t) in enumerate(zip(seqs, content, tasks)):
-        ids[b, :len(s)] = torch.as_tensor(s)
-        allowed[b, :len(s), :len(s)] = hierarchical_mask(len(c), length, len(t))
-    mask = model_mask(allowed[:, None], lm)  # (B, 1, T, T)
-    pos = torch.arange(width)[None].expand(len(seqs), -1)
-    starts = torch.as_tensor([[0, len(c), len(c) + length, len(c) + 2 * length] for c in content])
-    dec = lm.get_decoder()
-    h1 = dec(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-    lap_at = starts[:, 1:2] + torch.arange(length)[None]  # (B, L)
-    own = h1[torch.arange(len(seqs))[:, None], lap_at]  # (B, L, D)
-    palette = own if palette is None else palette
-    emb = lm.get_input_embeddings()(ids).clone()
-    emb[torch.arange(len(seqs))[:, None], lap_at + length] = palette.to(emb.dtype)  # LdP <- palette
-    h2 = dec(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-    return {"palette": own, "hidden": h2, "starts": starts}
