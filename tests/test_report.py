@@ -246,3 +246,12 @@ def test_stage_script_end_to_end(fake_run):
     i = cmd.index("--systems") + 1
     bad = subprocess.run(cmd[:i] + ["plum"] + cmd[i + 1:], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "none of the systems" in bad.stderr
+
+
+def test_systems_without_a_training_seed_have_seed_sd_zero():
+    from sidrec.evaluate.report import seed_sd
+
+    assert seed_sd(None, "popularity", "ndcg@10") == 0.0 and seed_sd(None, "content-knn", "ndcg@10") == 0.0
+    assert seed_sd(None, "baseline", "ndcg@10") is None
+    measured = {"systems": {"popularity": {"ndcg@10_sd": 0.5}}}
+    assert seed_sd(measured, "popularity", "ndcg@10") == 0.5  # a measured spread wins

@@ -25,6 +25,8 @@ from sidrec.systems import SYSTEMS, load_recommender
 def system_paths(system: str, root: Path) -> tuple[Path, Path]:
     """(model dir, sids parquet) of a trained system, as laid out by dvc.yaml."""
     tok, kind = SYSTEMS[system]
+    if kind == "content":  # content-knn: the content embeddings are its whole model
+        return root / "data" / "embeddings" / "content.npy", root / "data" / "prepared" / "items.parquet"
     model = root / "models" / {"popularity": "popularity", "gpt": f"gpt/{tok}", "llm": f"llm/{tok}/sft"}[kind]
     return model, root / "data" / "sids" / f"{tok or 'atomic'}.parquet"
 

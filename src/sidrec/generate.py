@@ -14,6 +14,7 @@ are never copied per beam (HF `generate` prefills the prompt once per beam inste
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -244,7 +245,9 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_
     attention, as in speculative-decoding verifiers). Tokens of pruned beams stay in the cache, masked out.
 
     Returns:
-        leaves (b, K) leaf node ids (-1 = path not an item) and scores (b, K) summed log-probs, descending.
+        leaves (b, K) leaf node ids (-1 = path not an item), scores (b, K) summed log-probs, descending, and the
+        beams after each of the first P - 1 tokens: prefix nodes (b, P - 1, K) (trie node ids at depth d + 1 in
+        slot d, -1 = none) and their prefix scores (b, P - 1, K), each depth's beams best first.
     """
     param = next(model.parameters())
     device, dtype = param.device, param.dtype if param.dtype.is_floating_point else torch.float32
@@ -256,6 +259,7 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_
     scores = torch.zeros((b, 1), device=device)  # (b, width): width 1 before the first step
     nodes = torch.zeros((b, 1), dtype=torch.int64)  # (b, width) on CPU, where the trie lives
     ancestors = torch.zeros((b, 1, 0), dtype=torch.bool, device=device)  # (b, width, S) beam tokens on each path
+    prefix_nodes, prefix_scores = [], []  # the beams after d + 1 tokens, d < P - 1 (for the cold-start fill)
     for d in range(trie.depth):
         width = scores.shape[1]
         tokens, cand = _candidates(logits, nodes, d, trie, banned, constrained)  # (b * width, A)
@@ -272,6 +276,8 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_
         nodes = trie.step(d, nodes.view(-1)[src.cpu()], token.view(-1).cpu()).view(b, k)
         if d == trie.depth - 1:
             break
+        prefix_nodes.append(nodes)
+        prefix_scores.append(scores.cpu())
         # a new beam's path = its parent's path + the parent's own token (the last K slots of the cache)
         ancestors = ancestors.gather(1, beam[..., None].expand(b, k, ancestors.shape[2]))
         if d > 0:
@@ -279,7 +285,11 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_
         out = model(input_ids=token, attention_mask=_tree_mask(mask, ancestors, dtype),
                     position_ids=(next_pos + d)[:, None].expand(b, k), past_key_values=cache, use_cache=True)
         cache, logits = out.past_key_values, out.logits.reshape(b * k, -1)  # logits (b * K, V)
-    return nodes, scores.cpu()
+    if prefix_nodes:
+        prefixes = (torch.stack(prefix_nodes, 1), torch.stack(prefix_scores, 1).float())  # (b, P - 1, K) each
+    else:
+        prefixes = (torch.zeros((b, 0, k), dtype=torch.int64), torch.zeros((b, 0, k)))
+    return nodes, scores.cpu(), prefixes
 
 
 def _as_trie(trie_or_tokens: ItemTrie | np.ndarray) -> ItemTrie:
@@ -300,9 +310,24 @@ def _banned_tensors(trie: ItemTrie, banned: Sequence[Sequence[int]] | None,
     return trie.exhausted(case, items)
 
 
+@dataclass(frozen=True)
+class Beams:
+    """A beam search's results plus the beams it kept on the way (what the cold-start fill matches against).
+
+    items (B, k) int64 and scores (B, k) float32: as `beam_search` returns them.
+    prefix_nodes (B, P - 1, K) int64: slot d holds the trie nodes (depth d + 1) of the K beams kept after d + 1
+        tokens, best first; -1 where a beam was padding. prefix_scores (B, P - 1, K) float32: their summed log-probs.
+    """
+
+    items: np.ndarray
+    scores: np.ndarray
+    prefix_nodes: np.ndarray
+    prefix_scores: np.ndarray
+
+
 def _search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: int, k: int, batch_size: int,
             banned: Sequence[Sequence[int]] | None, pad_token_id: int | None, progress: bool,
-            constrained: bool) -> tuple[np.ndarray, np.ndarray]:
+            constrained: bool) -> Beams:
     """Shared driver of `beam_search` and `unconstrained_beam_search` (see those for the contract)."""
     if not 1 <= k <= beam_size:
         raise ValueError(f"generate: need 1 <= k <= beam_size, got k={k}, beam_size={beam_size}")
@@ -315,19 +340,23 @@ def _search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_size: 
     device = next(model.parameters()).device
     items = np.full((len(prompts), k), -1, dtype=np.int64)
     scores = np.full((len(prompts), k), NEG_INF, dtype=np.float32)
+    prefix_nodes = np.full((len(prompts), trie.depth - 1, beam_size), -1, dtype=np.int64)
+    prefix_scores = np.full((len(prompts), trie.depth - 1, beam_size), NEG_INF, dtype=np.float32)
     order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths share a batch: less padding
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for cases in tqdm(chunks, desc="beam search", disable=not progress):
-        leaves, top = _decode_batch(model, [prompts[c] for c in cases], trie, beam_size,
-                                    _banned_tensors(trie, banned, cases) if constrained else None,
-                                    pad_token_id, constrained)
+        leaves, top, (p_nodes, p_scores) = _decode_batch(model, [prompts[c] for c in cases], trie, beam_size,
+                                                         _banned_tensors(trie, banned, cases) if constrained else None,
+                                                         pad_token_id, constrained)
         found = trie.leaf_items(leaves)[:, :k]  # (b, k)
         top = top[:, :k]
         dead = torch.isinf(top)  # only beams that ran out of valid continuations
         items[cases] = found.masked_fill(dead, -1).numpy()
         scores[cases] = top.numpy()
+        prefix_nodes[cases] = p_nodes.masked_fill(torch.isinf(p_scores), -1).numpy()
+        prefix_scores[cases] = p_scores.numpy()
     model.train(was_training)
-    return items, scores
+    return Beams(items, scores, prefix_nodes, prefix_scores)
 
 
 def beam_search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | np.ndarray, beam_size: int = 10,
@@ -349,9 +378,91 @@ def beam_search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | np.nda
         items (B, k) int64 distinct item ids, best first, -1 only when fewer than k items are reachable;
         scores (B, k) float32 summed log-probabilities, -inf where items is -1.
     """
-    return _search(model, prompts, _as_trie(trie), beam_size, k, batch_size, banned, pad_token_id,
-                   progress, constrained=True)
+    beams = _search(model, prompts, _as_trie(trie), beam_size, k, batch_size, banned, pad_token_id, progress,
+                    constrained=True)
+    return beams.items, beams.scores
 
+
+def beam_search_with_prefixes(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | np.ndarray,
+                              beam_size: int = 10, k: int = 10, batch_size: int = 64,
+                              banned: Sequence[Sequence[int]] | None = None, pad_token_id: int | None = None,
+                              progress: bool = False) -> Beams:
+    """`beam_search` (the same items and scores, bit for bit) plus the beams kept after each of the first P - 1
+    tokens, for `cold_fill`. Args: as `beam_search`."""
+    return _search(model, prompts, _as_trie(trie), beam_size, k, batch_size, banned, pad_token_id, progress,
+                   constrained=True)
+
+
+
+def cold_slots(epsilon: float, k: int) -> int:
+    """Slots of a top-k list that cold-start items may fill: floor(epsilon * k) (a float guard keeps 0.3 * 10 = 3)."""
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"cold_epsilon: {epsilon} is outside [0, 1]")
+    return int(np.floor(epsilon * k + 1e-9))
+
+
+def cold_fill(trie: ItemTrie, beams: Beams, cold_items: Sequence[int], slots: int,
+              banned: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """TIGER's cold-start fill (Rajput et al. 2023, sec. 4.3): up to `slots` of each top-k list go to cold items
+    (zero train events, so the model never saw their full ID as a target) whose ID starts with a prefix the beam
+    search kept.
+
+    Matching: the longest prefix first. Cold items under a beam kept after P - 1 tokens come first (they share
+    every code but the last with an item the model rated highly: for RQ-VAE IDs, the same residual codes), then
+    prefixes of P - 2 tokens, and so on down to the first token (back-off: with 256 codes per level most items
+    are alone below depth 2, so the deeper prefixes rarely match). Within one prefix length, cold items are ordered
+    by the model's log-probability of the prefix they match; several cold items under one prefix by item id.
+
+    Placement: the found items take the LAST slots of the list, replacing its lowest-ranked warm items; the first
+    k - slots results are the beam search's own, untouched. A prefix score is an upper bound of a full path's, not
+    comparable with the warm items' full-path scores, so the cold items are not interleaved by score; the cost in
+    warm accuracy is bounded by the lowest ranks' share of NDCG@k. slots = 0 returns `beams.items` unchanged.
+
+    Args:
+        trie: the catalogue trie the beams were searched in.
+        beams: from `beam_search_with_prefixes`.
+        cold_items: item ids eligible for the fill.
+        slots: most cold items added per list (`cold_slots(epsilon, k)`).
+        banned: per case, item ids never to add (the history, as the beam search excluded them).
+    Returns:
+        (B, k) int64 item ids.
+    """
+    items = beams.items
+    if slots <= 0 or len(cold_items) == 0:
+        return items
+    b, k = items.shape
+    slots = min(slots, k)
+    cold = np.unique(np.asarray(list(cold_items), dtype=np.int64))
+    # per prefix depth d + 1: trie node -> the cold items below it (item id order)
+    nodes = trie._item_nodes[torch.from_numpy(cold)].numpy()  # (C, P): node of each cold item at depths 1..P
+    below: list[dict[int, list[int]]] = []
+    for d in range(trie.depth - 1):
+        table: dict[int, list[int]] = {}
+        for item, node in zip(cold.tolist(), nodes[:, d].tolist()):
+            table.setdefault(node, []).append(item)
+        below.append(table)
+    out = items.copy()
+    for i in range(b):
+        listed = set(items[i][items[i] >= 0].tolist())
+        skip = listed | (set(int(x) for x in banned[i]) if banned is not None else set())
+        found: list[int] = []
+        for d in range(trie.depth - 2, -1, -1):  # deepest prefix first
+            order = np.argsort(-beams.prefix_scores[i, d], kind="stable")
+            for node in beams.prefix_nodes[i, d][order].tolist():
+                for item in below[d].get(node, ()) if node >= 0 else ():
+                    if item not in skip:
+                        found.append(item)
+                        skip.add(item)
+                if len(found) >= slots:
+                    break
+            if len(found) >= slots:
+                break
+        if found:
+            found = found[:slots]
+            warm = [x for x in items[i].tolist() if x >= 0][: k - len(found)]
+            row = warm + found
+            out[i] = row + [-1] * (k - len(row))
+    return out
 
 def unconstrained_beam_search(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | np.ndarray,
                               beam_size: int = 10, k: int = 10, batch_size: int = 64,
@@ -364,5 +475,65 @@ def unconstrained_beam_search(model, prompts: Sequence[Sequence[int]], trie: Ite
         items (B, k) int64, -1 where the decoded path is not an item (the invalid-ID rate is
         (items == -1).mean()); scores (B, k) float32 summed log-probabilities of the decoded paths.
     """
-    return _search(model, prompts, _as_trie(trie), beam_size, k, batch_size, banned, pad_token_id,
-                   progress, constrained=False)
+    beams = _search(model, prompts, _as_trie(trie), beam_size, k, batch_size, banned, pad_token_id, progress,
+                    constrained=False)
+    return beams.items, beams.scores
+
+
+class TrieRecommender:
+    """`recommend` / `invalid_rate` of every recommender that decodes semantic IDs (the GPT and the LLM): the
+    shared beam search over `self.trie` from `self._prompts(cases)`, with the cold-start fill of `self.decode`.
+
+    A subclass sets `trie`, `decode` (a `sidrec.recommend.DecodeSettings`) and `pad_id`, and defines
+    `_prompts(cases) -> token lists`; `_decoding()` is the context decoding runs in (the LLM's autocast).
+    """
+
+    trie: ItemTrie
+    pad_id: int
+    progress: bool = False
+    """Show a progress bar while recommending."""
+
+    def _prompts(self, cases) -> list[list[int]]:
+        raise NotImplementedError
+
+    def _decoding(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def _banned(self, cases) -> list[list[int]] | None:
+        return [list(s) for s in cases["seen"]] if self.decode.exclude_seen else None
+
+    def beams(self, cases, k: int, progress: bool = False) -> Beams:
+        """Trie-constrained beam search of every case, with the beams kept per depth (no cold-start fill)."""
+        with self._decoding():
+            return beam_search_with_prefixes(self.model, self._prompts(cases), self.trie,
+                                             beam_size=self.decode.beam_size, k=k, batch_size=self.decode.batch_size,
+                                             banned=self._banned(cases), pad_token_id=self.pad_id, progress=progress)
+
+    def fill(self, beams: Beams, cases, epsilon: float) -> np.ndarray:
+        """`beams.items` with floor(epsilon * k) slots open to `decode.cold_items` (`cold_fill`)."""
+        return cold_fill(self.trie, beams, self.decode.cold_items, cold_slots(epsilon, beams.items.shape[1]),
+                         self._banned(cases))
+
+    def recommend(self, cases, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items (B, k) and their summed log-probs (B, k); filled cold items score -inf (no full-path score)."""
+        found = self.beams(cases, k, progress=self.progress)
+        if cold_slots(self.decode.cold_epsilon, k) == 0 or not self.decode.cold_items:
+            return found.items, found.scores
+        items = self.fill(found, cases, self.decode.cold_epsilon)
+        same = items == found.items
+        return items, np.where(same, found.scores, NEG_INF).astype(np.float32)
+
+    def invalid_rate(self, cases, k: int) -> float:
+        """Share of unconstrained top-k beams that decode to no catalogue item."""
+        items, _ = self.unconstrained(cases, k)
+        return float((items < 0).mean())
+
+    def unconstrained(self, cases, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Beam search over the full vocabulary (no trie, no exclusions); -1 where a path is not an item."""
+        with self._decoding():
+            return unconstrained_beam_search(self.model, self._prompts(cases), self.trie,
+                                             beam_size=self.decode.beam_size, k=k, batch_size=self.decode.batch_size,
+                                             pad_token_id=self.pad_id)
+

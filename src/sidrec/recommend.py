@@ -23,6 +23,11 @@ class DecodeSettings:
     """LLM systems loaded from disk only (`LLMRecommender.load`): weights while decoding. `bfloat16` (as
     `eval.llm_dtype`) casts them once at load (1.6x faster decoding on a bf16-capable CPU, same validation NDCG);
     `float32` = as trained (bf16 autocast per the model's `mixed_precision`)."""
+    cold_epsilon: float = 0.0
+    """Semantic-ID systems: share of each top-k list that cold items matching a kept beam prefix may fill
+    (`sidrec.generate.cold_fill`, floor(cold_epsilon * k) slots); 0 = plain beam search."""
+    cold_items: tuple[int, ...] = ()
+    """The items eligible for that fill (zero train events)."""
 
 
 class Recommender(Protocol):

@@ -300,3 +300,11 @@ def summarize(ranks: np.ndarray, cold_mask: np.ndarray, topk: np.ndarray, num_it
         "cold_start": {"cases": int(cold.size), **_metric_block(cold, users[cold_mask], ks, n_boot, seed)},
         f"coverage@{max(ks)}": coverage_at_k(topk, num_items, k=max(ks)),
     }
+
+
+def cold_share(topk: np.ndarray, cold_items) -> float:
+    """Share of the filled top-k slots that hold cold items."""
+    filled = topk >= 0
+    if not filled.any():
+        return 0.0
+    return float((np.isin(topk, np.asarray(sorted(cold_items), dtype=np.int64)) & filled).sum() / filled.sum())

@@ -167,16 +167,21 @@ def load_seed_spread(path: str | Path | None) -> dict | None:
     return spread
 
 
+DETERMINISTIC = ("popularity", "content-knn")
+"""Systems with no training seed (counts, cosines): the same inputs give the same lists, so their seed sd is 0."""
+
+
 def seed_sd(spread: dict | None, system: str, key: str) -> float | None:
     """Seed standard deviation of `key` (e.g. `ndcg@10`) for `system`: `<key>_sd`, else the sample sd of the listed
-    per-seed values (>= 2 of them); None when not measured."""
+    per-seed values (>= 2 of them); else 0 for a system without a training seed (`DETERMINISTIC`); None when not
+    measured."""
     entry = (spread or {}).get("systems", {}).get(system) or {}
     if entry.get(f"{key}_sd") is not None:
         return float(entry[f"{key}_sd"])
     values = entry.get(key)
     if isinstance(values, list) and len(values) >= 2:
         return float(np.std(np.asarray(values, dtype=np.float64), ddof=1))
-    return None
+    return 0.0 if system in DETERMINISTIC else None
 
 
 def verdict(diff: float, ci_low: float, ci_high: float, sds: dict[str, float | None]) -> str:
@@ -359,26 +364,66 @@ def seed_spread_section(results: list[SystemResult], spread: dict | None, not_ru
             + md_table(["system", "seeds", "ndcg@10", "recall@10"], rows))
 
 
-def cold_start_section(results: list[SystemResult], k: int, not_run: list[str] = ()) -> str:
-    """Cold-start table (targets with zero train events, per-user intervals); zeros are shown and explained, never
-    hidden; "not run" rows for the systems in `not_run`."""
+def cold_start_section(results: list[SystemResult], k: int, not_run: list[str] = (), n_boot: int = 1000,
+                       seed: int = 0) -> str:
+    """Cold-start table (targets with zero train events, per-user intervals) with each semantic-ID system's
+    validation-chosen epsilon, its cold-start recall without the fill, the share of cold items in its top-k lists,
+    the cost of the fill in overall NDCG@k (paired per user, filled vs. plain lists on the same cases), and what the
+    model reaches by itself without trie or fill; zeros are shown and explained, never hidden; "not run" rows for
+    the systems in `not_run`."""
     rows, blind = [], []
-    for r in results:
+    for r in sorted(results, key=lambda r: -r.metrics.get("cold_start", {}).get(f"recall@{k}", 0.0)):
         cold = r.metrics.get("cold_start", {})
         n = cold.get("cases", 0)
+        eps = r.metrics.get("cold_epsilon", {})
+        applies = eps.get("applies", False)
+        base = r.metrics.get("eps0", {}).get("cold_start", {})
+        cost = _MISSING
+        if applies and eps.get("chosen", 0.0) > 0 and "rank_eps0" in r.cases:
+            users = r.cases["user_id"].to_numpy()
+            d = paired_bootstrap(ndcg_at_k(r.cases["rank"].to_numpy(), k), ndcg_at_k(r.cases["rank_eps0"].to_numpy(), k),
+                                 users, n_boot=n_boot, seed=seed)
+            cost = f"{d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        elif applies:
+            cost = "0 (epsilon 0)"
+        free = r.metrics.get("cold_start_unconstrained", {})
+        share = r.metrics.get(f"cold_share@{k}")
         rows.append([r.name, str(n), str(r.metrics.get("cold_start_users", _MISSING)), fmt_ci(cold, f"recall@{k}"),
-                     fmt_ci(cold, f"ndcg@{k}")])
+                     fmt_ci(cold, f"ndcg@{k}"), f"{eps.get('chosen', 0.0):.1f}" if applies else "n/a",
+                     f"{base[f'recall@{k}']:.4f}" if applies and f"recall@{k}" in base else _MISSING,
+                     f"{share:.4f}" if isinstance(share, float) else _MISSING, cost,
+                     f"{free[f'recall@{k}']:.4f} ({free.get('cold_share_of_valid', 0.0):.4f})"
+                     if f"recall@{k}" in free else _MISSING])
         if n and cold.get(f"recall@{k}", 0.0) == 0.0:
             blind.append(f"`{r.name}`")
-    rows += [[name, NOT_RUN, _MISSING, _MISSING, _MISSING] for name in not_run]
+    rows += [[name, NOT_RUN] + [_MISSING] * 8 for name in not_run]
     ref = results[0].metrics
     text = (f"## Cold start\n\nTest cases whose target had zero training events: "
             f"{cases_from_users(ref['cold_start']['cases'], ref.get('cold_start_users', 0))}; 95% intervals resample "
-            f"those users.\n\n")
-    text += md_table(["system", "cold cases", "cold users", f"recall@{k}", f"ndcg@{k}"], rows)
+            f"those users. A semantic-ID system may fill up to floor(epsilon x {k}) slots of each list with cold items "
+            f"whose ID starts with a prefix its beam search kept (TIGER's cold-start fill: the deepest matching prefix "
+            f"first, ordered by the model's prefix score; the cold items take the last slots). Epsilon is chosen per "
+            f"system on validation: the highest validation cold-start Recall@{k} whose NDCG@{k} stays within "
+            f"`eval.cold_max_loss` of epsilon 0. *recall@{k} at eps 0*: the same system without the fill. "
+            f"*cold share@{k}*: share of all test top-{k} slots holding a cold item. *cost in NDCG@{k}*: overall "
+            f"test NDCG@{k} with the fill minus without, paired per user over every test case. *unconstrained*: "
+            f"cold-start Recall@{k} of a beam search over the whole vocabulary with neither trie nor fill (in "
+            f"brackets, the share of its valid outputs that are cold items): does the model produce a cold item's ID "
+            f"by itself?\n\n")
+    text += md_table(["system", "cold cases", "cold users", f"recall@{k}", f"ndcg@{k}", "epsilon", f"recall@{k} at eps 0",
+                      f"cold share@{k}", f"cost in NDCG@{k}", "unconstrained"], rows)
     if blind:
         text += (f"\n\n{', '.join(blind)} never placed a cold-start target in the top {k}: a recall of 0 here means "
                  "the system cannot recommend items it never saw in training.")
+    knn = next((r for r in results if r.name == "content-knn"), None)
+    if knn is not None:
+        yard = knn.metrics.get("cold_start", {}).get(f"recall@{k}", 0.0)
+        better = [f"`{r.name}`" for r in results if r.metrics.get("cold_epsilon", {}).get("applies")
+                  and r.metrics.get("cold_start", {}).get(f"recall@{k}_ci_low", 0.0) > yard]
+        text += (f"\n\nThe yardstick is `content-knn` (cosine to the history's mean content embedding, no "
+                 f"interactions): cold-start Recall@{k} {yard:.4f}. "
+                 + (f"Above it with the lower end of their interval: {', '.join(better)}." if better else
+                    "No semantic-ID system's interval lies above it."))
     if all(r.metrics.get("cold_start", {}).get("cases", 0) == 0 for r in results):
         text += "\n\nThe test split has no cold-start cases, so this table carries no information."
     return text
@@ -408,7 +453,8 @@ def optional_sections(metrics_dir: str | Path, systems: list[str], steer_dir: st
             out.append("## Steerability\n\nCounterfactual prompts: the steer stage's metrics per system (`cases` from "
                        "`steer_users` users where recorded; intervals resample users).\n\n"
                        + scalar_table(steer, "system"))
-    llm = llm_section(metrics_dir, sorted(p.stem.removeprefix("cpt_") for p in metrics_dir.glob("cpt_*.json")))
+    cpt = sorted(p.stem.removeprefix("cpt_") for p in metrics_dir.glob("cpt_*.json"))
+    llm = llm_section(metrics_dir, [t for t in cpt if t in systems or f"{t}-llm" in systems])  # LLM system t or t-llm
     if llm:
         out.append(llm)
     sid = {p.stem.removeprefix("sid_"): read_json(p) for p in sorted(metrics_dir.glob("sid_*.json"))}
@@ -539,7 +585,7 @@ def build_report(metrics_dir: str | Path, eval_dir: str | Path, systems: list[st
     sections = [intro, accuracy_section(results, ks, not_run), unit_section(results, k, n_boot, seed),
                 seed_spread_section(results, spread, not_run),
                 paired_section(results, baseline, k, n_boot, seed, not_run, spread),
-                cold_start_section(results, k, not_run),
+                cold_start_section(results, k, not_run, n_boot, seed),
                 *optional_sections(metrics_dir, systems, steer_dir,
                                    pd.read_parquet(items) if items is not None else None, k, n_boot, seed)]
     figures = []

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from sidrec.generate import ItemTrie, beam_search, unconstrained_beam_search
+from sidrec.generate import ItemTrie, TrieRecommender
 from sidrec.io import atomic_path
 from sidrec.recommend import DecodeSettings
 from sidrec.tokenizers.sids import SidTable, TokenLayout
@@ -75,7 +75,7 @@ class SequenceCodec:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class GPTRecommender(nn.Module):
+class GPTRecommender(TrieRecommender, nn.Module):
     """GPT2LMHeadModel + its codec; `loss(batch)` for the shared training loop."""
 
     def __init__(self, model: GPT2LMHeadModel, codec: SequenceCodec, arch: GPTArch,
@@ -86,23 +86,11 @@ class GPTRecommender(nn.Module):
         self.arch = arch
         self.decode = decode
         self.trie = ItemTrie(codec.item_tokens)
+        self.pad_id = codec.layout.pad
 
     def _prompts(self, cases) -> list[list[int]]:
         # the model has positions for max_history items of history only: older items are dropped
         return [self.codec.stream(h[-self.arch.max_history:]) for h in cases["history"]]
-
-    def recommend(self, cases, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Trie-constrained beam search from each case's history (one shared prefill per case)."""
-        banned = [list(s) for s in cases["seen"]] if self.decode.exclude_seen else None
-        return beam_search(self.model, self._prompts(cases), self.trie, beam_size=self.decode.beam_size, k=k,
-                           batch_size=self.decode.batch_size, banned=banned, pad_token_id=self.codec.layout.pad)
-
-    def invalid_rate(self, cases, k: int) -> float:
-        """Share of unconstrained top-k beams that decode to no catalogue item."""
-        items, _ = unconstrained_beam_search(self.model, self._prompts(cases), self.trie,
-                                             beam_size=self.decode.beam_size, k=k,
-                                             batch_size=self.decode.batch_size, pad_token_id=self.codec.layout.pad)
-        return float((items < 0).mean())
 
     def loss(self, batch: dict) -> dict:
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

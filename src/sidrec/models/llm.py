@@ -25,6 +25,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from sidrec.assets import embedded_llm_gguf
+from sidrec.generate import ItemTrie, TrieRecommender
 from sidrec.io import atomic_path
 from sidrec.tokenizers.sids import SidTable, TokenLayout
 
@@ -292,7 +293,7 @@ def perplexity(model, seqs: list[list[int]], pad_id: int, focus_ids: np.ndarray,
             "tokens": n_all}
 
 
-class LLMRecommender:
+class LLMRecommender(TrieRecommender):
     """An LLM after surgery (+ CPT + SFT) as a `Recommender`: the recommendation prompt of each case, decoded by
     the shared trie-constrained beam search over the items' SID-token paths.
 
@@ -300,10 +301,9 @@ class LLMRecommender:
     """
 
     reads_constraints = True
+    progress = True
 
     def __init__(self, model, codec: "PromptCodec", max_history: int, decode, mixed_precision: str = "no") -> None:
-        from sidrec.generate import ItemTrie
-
         self.model = model.eval()
         self.codec = codec
         self.max_history = max_history
@@ -316,27 +316,9 @@ class LLMRecommender:
         constraints = cases["constraint"] if "constraint" in cases else [None] * len(cases)
         return [self.codec.prompt(list(h)[-self.max_history:], c) for h, c in zip(cases["history"], constraints)]
 
-    def _autocast(self):
+    def _decoding(self):
         device = next(self.model.parameters()).device.type
         return torch.autocast(device, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
-
-    def recommend(self, cases, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from sidrec.generate import beam_search
-
-        banned = [list(s) for s in cases["seen"]] if self.decode.exclude_seen else None
-        with self._autocast():
-            return beam_search(self.model, self._prompts(cases), self.trie, beam_size=self.decode.beam_size, k=k,
-                               batch_size=self.decode.batch_size, banned=banned, pad_token_id=self.pad_id,
-                               progress=True)
-
-    def invalid_rate(self, cases, k: int) -> float:
-        from sidrec.generate import unconstrained_beam_search
-
-        with self._autocast():
-            items, _ = unconstrained_beam_search(self.model, self._prompts(cases), self.trie,
-                                                 beam_size=self.decode.beam_size, k=k,
-                                                 batch_size=self.decode.batch_size, pad_token_id=self.pad_id)
-        return float((items < 0).mean())
 
     @classmethod
     def load(cls, path: str | Path, sids: SidTable, decode) -> "LLMRecommender":
