@@ -57,3 +57,30 @@ def test_pipeline_bench_parses_overrides(text, expected) -> None:
 def test_pipeline_bench_rejects_an_override_without_value() -> None:
     with pytest.raises(SystemExit, match="section.key=value"):
         load("pipeline").parse_set("gpt.epochs")
+
+
+def _run_json(commit: str, stages: list[tuple[str, float, float]], **extra) -> dict:
+    rows, at = [], 0.0
+    for name, wall, rss in stages:
+        at += wall
+        rows.append({"stage": name, "wall_s": wall, "peak_rss_mb": rss, "exit": 0, "threads": 1, "finished_at_s": at})
+    return {"commit": commit, "jobs": 2, "threads": 1, "cpu": "Test CPU", "nproc": 2, "stages": rows,
+            "total_s": at, "complete": True, **extra}
+
+
+def test_speed_section_is_generated_from_the_results() -> None:
+    speed = load("speed_readme")
+    repro = _run_json("abc1234", [("prepare", 3.0, 190.0), ("cpt@plum", 4000.0, 9000.0)], date="2026-12-04")
+    knob = _run_json("abc1234", [("prepare", 1.2, 150.0), ("tokenize@plum", 95.0, 600.0)], overrides=["lambda=0.5"])
+    text = speed.section(repro, knob)
+    assert "**66.7 min** wall for 2 stages" in text and "wall <= 60.0 min: **missed**" in text
+    assert "peak RSS <= 8 GiB: **missed**" in text and "8.8 GB (cpt@plum)" in text
+    assert "`-S lambda=0.5`" in text and "1 of 2 stages did work (tokenize@plum)" in text
+    assert text.index("| cpt@plum | 4000 |") < text.index("| prepare | 3 |")
+    fast = _run_json("abc1234", [("prepare", 3.0, 190.0)])
+    assert "**met**" in speed.section(fast, None) and "first knob" not in speed.section(fast, None)
+    readme = f"# x\n## Speed\nintro\n{speed.BEGIN}\nold\n{speed.END}\nrest\n"
+    out = speed.render(readme, "NEW")
+    assert out == f"# x\n## Speed\nintro\n{speed.BEGIN}\nNEW\n{speed.END}\nrest\n" and speed.render(out, "NEW") == out
+    with pytest.raises(SystemExit, match="markers"):
+        speed.render("# no markers\n", "NEW")
