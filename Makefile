@@ -21,8 +21,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 # dvc repro with independent stages side by side (JOBS of them, CPUs / JOBS threads each); JOBS=1 = plain dvc repro.
+# ABLATIONS=1 first switches the ablation systems (plum-gpt, lamia-gpt, rqvae-llm) on in params.yaml, ABLATIONS=0
+# off again (pipelines/ablations.py); without it, params.yaml decides.
 JOBS ?= 2
+ABLATIONS ?=
 repro: setup
+ifneq ($(ABLATIONS),)
+	$(BIN)/python pipelines/ablations.py $(ABLATIONS)
+endif
 	$(BIN)/python pipelines/parallel.py --jobs $(JOBS)
 
 test: setup

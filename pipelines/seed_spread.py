@@ -29,11 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sidrec.config import load_params  # noqa: E402
+from sidrec.config import AblationsConfig, load_params  # noqa: E402
 from sidrec.io import read_json, write_json  # noqa: E402
 
 TRAIN_STAGE = {"baseline": "rqvae-gpt", "sasrec": "atomic-gpt", "plum-gpt": "plum-gpt", "lamia-gpt": "lamia-gpt"}
-"""GPT system -> its train@ stage key (train@<key>, metrics/train_<key>.json)."""
+"""GPT system -> its train stage key (train@<key> or train_ablation@<key>, metrics/train_<key>.json)."""
+ABLATIONS = AblationsConfig.ALLOWED["gpt"]
+"""GPT systems built only when params.yaml `ablations.gpt` lists them: the experiment switches them on."""
 METRICS = ("ndcg@10", "recall@10")
 
 
@@ -50,10 +52,14 @@ def queue_commands(root: Path, systems: list[str], seeds: list[int]) -> list[lis
         chosen = read_json(root / "metrics" / f"train_{TRAIN_STAGE[system]}.json").get("chosen", {})
         for seed in seeds:
             overrides = [f"gpt.seed={seed}"] + [f"gpt.search.{k}=[{v}]" for k, v in sorted(chosen.items())]
+            target = f"evaluate@{system}"
+            if system in ABLATIONS:
+                overrides.append(f"++ablations.gpt.{system}={ABLATIONS[system]}")
+                target = f"evaluate_ablation_gpt@{system}"
             cmd = ["dvc", "exp", "run", "--queue", "-n", exp_name(system, seed)]
             for o in overrides:
                 cmd += ["-S", o]
-            cmds.append(cmd + [f"evaluate@{system}"])
+            cmds.append(cmd + [target])
     return cmds
 
 

@@ -14,9 +14,12 @@ SYSTEM_KEYS = {"cases", "test", "cold_start", "coverage@10", "invalid_rate_uncon
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from conftest import create_tiny_repo
+    from conftest import REPO_ROOT, create_tiny_repo
 
     r = create_tiny_repo(tmp_path_factory.mktemp("full"))
+    subprocess.run([sys.executable, "pipelines/ablations.py", "on", "--params", str(r.params_path)],
+                   cwd=REPO_ROOT, check=True, capture_output=True)  # every system: the default ones and the ablations
+    r.commit("ablations on")
     out = r.repro_parallel(jobs=2).stdout
     assert "total" in out and "FAILED" not in out, out
     return r
@@ -90,7 +93,8 @@ def test_cli_constraint_only_for_llm_systems(repo):
 
 def test_lambda_reruns_only_plum_and_its_dependents(repo):
     """`-S lambda=...` must rerun tokenize@plum and what depends on it, and nothing upstream or on other branches."""
-    plum_branch = {"tokenize@plum", "train@plum-gpt", "evaluate@plum-gpt", "cpt@plum", "sft@plum", "evaluate@plum",
+    plum_branch = {"tokenize@plum", "train_ablation@plum-gpt", "evaluate_ablation_gpt@plum-gpt", "cpt@plum", "sft@plum",
+                   "evaluate@plum",
                    "steer@plum", "report", "validate_params"}  # validate_params: any edit of params.yaml
     before = repo.params()["lambda"]
     repo.set_params({"lambda": before + 1.0})

@@ -22,6 +22,14 @@ def test_queue_commands_retrain_the_chosen_configuration(tmp_path):
         queue_commands(tmp_path, ["popularity"], [1])
 
 
+def test_queue_commands_switch_a_gpt_ablation_on(tmp_path):
+    """plum-gpt is off by default (params.yaml `ablations`): its experiment switches it on and targets its stage."""
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "train_plum-gpt.json").write_text(json.dumps({"chosen": {"lr": 0.001}}))
+    (cmd,) = queue_commands(tmp_path, ["plum-gpt"], [1])
+    assert cmd[-1] == "evaluate_ablation_gpt@plum-gpt" and "++ablations.gpt.plum-gpt=plum" in cmd
+
+
 def test_spread_is_the_sample_sd_over_seeds():
     s = spread({42: {"ndcg@10": 0.08, "recall@10": 0.15}, 1: {"ndcg@10": 0.09, "recall@10": 0.16},
                 2: {"ndcg@10": 0.07, "recall@10": 0.17}})

@@ -474,6 +474,46 @@ class LamiaConfig:
 
 
 @dataclass(frozen=True)
+class AblationsConfig:
+    """Ablation systems, built and reported besides the default ones (popularity, content-knn, sasrec, baseline,
+    plum, lamia); each dict maps a system to the tokenizer it reads, and {} (the default) builds none of them. dvc.yaml
+    iterates them (`train_ablation`, `evaluate_ablation_gpt`, `cpt_ablation`, ...), the report lists them."""
+
+    gpt: dict = field(default_factory=dict)
+    """The from-scratch GPT on another system's IDs: {plum-gpt: plum, lamia-gpt: lamia} builds both."""
+    llm: dict = field(default_factory=dict)
+    """The LLM path (cpt, sft) on TIGER's RQ-VAE IDs: {rqvae-llm: rqvae}."""
+
+    ALLOWED = {"gpt": {"plum-gpt": "plum", "lamia-gpt": "lamia"}, "llm": {"rqvae-llm": "rqvae"}}
+    """Per recommender: system -> the tokenizer it reads (the only tokenizer it may read)."""
+
+    @property
+    def systems(self) -> tuple[str, ...]:
+        """The ablation systems switched on (GPT ones first)."""
+        return (*self.gpt, *self.llm)
+
+    def validate(self, p: str) -> None:
+        for kind, allowed in self.ALLOWED.items():
+            listed = ", ".join(f"{s}: {t}" for s, t in allowed.items())
+            entries = getattr(self, kind)
+            _check(isinstance(entries, dict), f"{p}.{kind}", f"is {entries!r}; write a mapping system: tokenizer "
+                   f"({listed}), or {{}} for none")
+            for system, tokenizer in entries.items():
+                key = f"{p}.{kind}.{system}"
+                other = next((k for k, a in self.ALLOWED.items() if k != kind and system in a), None)
+                if other:
+                    raise ParamsError(f"params: `{key}`: {system} is an `{p}.{other}` system; move it there "
+                                      f"(`{p}.{kind}` allows {listed})")
+                if system not in allowed:
+                    close = difflib.get_close_matches(str(system), allowed, n=1)
+                    hint = f"did you mean `{close[0]}`? " if close else ""
+                    raise ParamsError(f"params: unknown ablation system `{key}` ({hint}`{p}.{kind}` allows {listed}; "
+                                      "{} = none); fix params.yaml")
+                _check(tokenizer == allowed[system], key, f"is {tokenizer!r}, but {system} reads the "
+                       f"{allowed[system]} tokenizer; write `{system}: {allowed[system]}`")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     """Every random generator in every stage is seeded from this."""
@@ -500,6 +540,7 @@ class Params:
     palette: PaletteConfig = field(default_factory=PaletteConfig)
     lamia: LamiaConfig = field(default_factory=LamiaConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
+    ablations: AblationsConfig = field(default_factory=AblationsConfig)
 
     def validate(self, p: str = "") -> None:
         _check(self.codebook_size >= 2, "codebook_size", "must be >= 2")
