@@ -20,6 +20,9 @@ import yaml
 DATASETS = ("ml-100k", "ml-1m", "amazon-beauty", "amazon-sports", "amazon-toys")
 SPLIT_PROTOCOLS = ("temporal", "leave_one_out")
 SPLIT_TIES = ("random", "source", "item_id")
+SID_SYSTEMS = ("baseline", "plum-gpt", "lamia-gpt", "plum", "rqvae-llm", "lamia")
+"""Systems that decode multi-token semantic IDs (`sidrec.systems.decodes_sids`; a test keeps the two in step)."""
+NON_SID_SYSTEMS = ("sasrec", "popularity", "content-knn")
 
 
 class ParamsError(ValueError):
@@ -249,9 +252,43 @@ class EvalConfig:
     autocast). Measured on ml-100k validation (plum, 1,000 cases, 1 thread): 1.61x the cases/s, NDCG@10 0.0377 vs
     0.0378 (paired difference -0.0002 [-0.0034, 0.0027]). Use `float32` on a CPU without bf16 instructions."""
 
+    cold_epsilon: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    """Cold-start fill (TIGER): grid of epsilon, the share of each top-k list that items with zero train events may
+    fill when their ID starts with a prefix the beam search kept (`sidrec.generate.cold_fill`). Chosen per
+    semantic-ID system on validation; systems without semantic IDs (sasrec, popularity, content-knn) use 0."""
+    cold_epsilon_by_system: dict = field(default_factory=dict)
+    """Per-system grid (or single value) replacing `cold_epsilon`, e.g. {plum: [0.0, 0.2]}; a value > 0 for a
+    system that does not decode semantic IDs is an error."""
+    cold_max_loss: float = 0.05
+    """Selection rule: the epsilon with the highest validation cold-start Recall@k among those whose validation
+    NDCG@k is at least (1 - cold_max_loss) x the epsilon = 0 NDCG@k (ties: the smaller epsilon)."""
+
+    def epsilon_grid(self, system: str) -> tuple[float, ...]:
+        """The epsilon values searched for `system` (always with 0, the reference of the selection rule)."""
+        if system in NON_SID_SYSTEMS:
+            return (0.0,)
+        grid = self.cold_epsilon_by_system.get(system, self.cold_epsilon)
+        grid = grid if isinstance(grid, (list, tuple)) else [grid]
+        return tuple(sorted({0.0, *(float(e) for e in grid)}))
+
     def validate(self, p: str) -> None:
         _check(self.max_history >= 1, f"{p}.max_history", "must be >= 1")
         _check(self.llm_dtype in ("bfloat16", "float32"), f"{p}.llm_dtype", "must be bfloat16 or float32")
+        _check(len(self.cold_epsilon) >= 1, f"{p}.cold_epsilon", "must list at least one value (e.g. [0.0])")
+        for e in self.cold_epsilon:
+            _check(0.0 <= e <= 1.0, f"{p}.cold_epsilon", f"has {e}; every epsilon must lie in [0, 1]")
+        _check(0.0 <= self.cold_max_loss < 1.0, f"{p}.cold_max_loss", "must lie in [0, 1)")
+        for system, grid in self.cold_epsilon_by_system.items():
+            key = f"{p}.cold_epsilon_by_system.{system}"
+            if system not in SID_SYSTEMS + NON_SID_SYSTEMS:
+                raise unknown_key(key, SID_SYSTEMS + NON_SID_SYSTEMS)
+            values = grid if isinstance(grid, list) else [grid]
+            for e in values:
+                _check(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e), key,
+                       f"has {e!r}; use a number or a list of numbers in [0, 1]")
+                _check(0.0 <= e <= 1.0, key, f"has {e}; every epsilon must lie in [0, 1]")
+                _check(system in SID_SYSTEMS or e == 0, key, f"is {e}, but {system} does not decode semantic IDs "
+                       "(no ID prefixes to match); use 0 or drop the key")
         _check(self.k >= 5, f"{p}.k", "must be >= 5 (metrics are reported at 5 and k)")
         _check(self.beam_size >= self.k, f"{p}.beam_size", f"must be >= k ({self.k})")
         _check(self.max_cases == 0 or self.max_cases >= 100, f"{p}.max_cases", "must be 0 (all) or >= 100")
