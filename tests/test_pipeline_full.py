@@ -25,7 +25,28 @@ def repo(tmp_path_factory):
     return r
 
 
-SYSTEMS = ("baseline", "sasrec", "popularity", "plum-gpt", "plum", "rqvae-llm", "lamia-gpt", "lamia")
+SYSTEMS = ("baseline", "sasrec", "popularity", "content-knn", "plum-gpt", "plum", "rqvae-llm", "lamia-gpt", "lamia")
+SID_SYSTEMS = ("baseline", "plum-gpt", "plum", "rqvae-llm", "lamia-gpt", "lamia")
+
+
+def test_cold_start_fill_is_chosen_on_validation_and_reported(repo):
+    for system in SYSTEMS:
+        m = repo.read_json(f"metrics/{system}.json")
+        cases = pd.read_parquet(repo.root / f"data/eval/{system}.parquet")
+        eps = m["cold_epsilon"]
+        assert eps["applies"] == (system in SID_SYSTEMS), system
+        assert {"test", "cold_start"} <= set(m["eps0"]) and 0.0 <= m["cold_share@10"] <= 1.0
+        if system in SID_SYSTEMS:
+            assert eps["chosen"] in eps["grid"] and len(eps["valid"]) == len(eps["grid"]) and 0.0 in eps["grid"]
+            assert "recall@10" in m["cold_start_unconstrained"] or m["cold_start_unconstrained"]["cases"] == 0
+        else:
+            assert eps["chosen"] == 0.0 and "cold_start_unconstrained" not in m
+        if eps["chosen"] == 0.0:
+            assert (cases["rank"] == cases["rank_eps0"]).all(), system
+        # the fill only ever replaces the last slots: a hit above them is a hit at the same rank without it
+        slots = int(eps["chosen"] * 10 + 1e-9)
+        top = cases["rank_eps0"].between(0, 9 - slots)
+        assert (cases.loc[top, "rank"] == cases.loc[top, "rank_eps0"]).all(), system
 
 
 def test_every_system_has_the_shared_schema(repo):
