@@ -3,6 +3,7 @@ loss as the sft stage's batch, and the pipeline benchmark runs exactly the stage
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,12 @@ def test_speed_section_is_generated_from_the_results() -> None:
     assert out == f"# x\n## Speed\nintro\n{speed.BEGIN}\nNEW\n{speed.END}\nrest\n" and speed.render(out, "NEW") == out
     with pytest.raises(SystemExit, match="markers"):
         speed.render("# no markers\n", "NEW")
+
+
+def test_readme_speed_section_is_what_the_committed_results_give() -> None:
+    speed = load("speed_readme")
+    repro = json.loads((REPO / "bench" / "results" / "make_repro.json").read_text())
+    knob_path = REPO / "bench" / "results" / "lambda.json"
+    knob = json.loads(knob_path.read_text()) if knob_path.exists() else None
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert speed.render(readme, speed.section(repro, knob)) == readme, "run python bench/speed_readme.py"
