@@ -80,13 +80,24 @@ def test_fill_takes_the_last_slots_deepest_prefix_first(setup):
     assert any(x not in beams.items[i] for i, row in enumerate(out) for x in row)  # the fill did something
 
 
-def test_fill_without_matching_prefix_keeps_the_list(setup):
+def test_fill_adds_only_items_under_kept_prefixes(setup):
+    from dataclasses import replace
+
     layout, tokens, model, prompts = setup
     beams = beam_search_with_prefixes(model, prompts[:1], tokens, pad_token_id=layout.pad)
-    kept = {int(n) for d in range(tokens.shape[1] - 1) for n in beams.prefix_nodes[0, d] if d == 0}
     trie = ItemTrie(tokens)
-    far = [c for c in range(N) if trie.node_of(tokens[c, :1]) not in kept]
-    np.testing.assert_array_equal(cold_fill(trie, beams, far, 3), beams.items)
+    # keep a single first-token prefix and no deeper one: only cold items below it may be added
+    node = int(beams.prefix_nodes[0, 0, 0])
+    nodes = np.full_like(beams.prefix_nodes, -1)
+    nodes[0, 0, 0] = node
+    only = replace(beams, prefix_nodes=nodes)
+    listed = set(beams.items[0].tolist())
+    under = [c for c in range(N) if trie.node_of(tokens[c, :1]) == node and c not in listed]
+    far = [c for c in range(N) if trie.node_of(tokens[c, :1]) != node and c not in listed]
+    assert under and far
+    np.testing.assert_array_equal(cold_fill(trie, only, far, 3), beams.items)  # nothing matches: list unchanged
+    out = cold_fill(trie, only, far + under, 3)
+    assert out[0, 7:].tolist() == sorted(under)[:3] and out[0, :7].tolist() == beams.items[0, :7].tolist()
 
 
 class _Rec:
