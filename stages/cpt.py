@@ -62,7 +62,8 @@ def main() -> None:
         "heldout_ppl_before": before["ppl"], "heldout_ppl_after": after["ppl"],
         "heldout_ppl_sid_before": before["ppl_sid"], "heldout_ppl_sid_after": after["ppl_sid"],
         "heldout_tokens": before["tokens"], **counts, "new_tokens": len(ids), "method": c.method,
-        "trainable_parameters": trainable, "train_loss": stats.get("train_loss"),
+        "trainable_parameters": trainable, "tokens_processed": counts["train_tokens"] * c.epochs,
+        "threads": torch.get_num_threads(), "train_loss": stats.get("train_loss"),
         "train_samples_per_s": stats.get("train_samples_per_second")}))
     log.info("saved %s", args.out)
 

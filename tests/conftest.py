@@ -42,7 +42,7 @@ TINY_PARAMS: dict = {
     "llm": {"max_history": 4, "mixed_precision": "no"},  # base: a tiny random Llama written per repo
     "lora_rank": 4,
     "cpt": {"batch_size": 8, "max_sequences": 20},
-    "sft": {"batch_size": 8, "max_examples": 32, "valid_cases": 50},
+    "sft": {"batch_size": 8, "max_examples": 8, "checkpoints": 2},
     "steer": {"pairs": [["Drama", "Comedy"], ["Children's", "Horror"]], "dominance": 0.2, "max_users": 5},
     "palette": {"max_content_tokens": 16, "batch_size": 8, "mixed_precision": "no", "row_tokens": 64,
                 "encode_batch_size": 16, "eval_items": 8},

@@ -10,7 +10,8 @@ import torch
 from llm_fixtures import tiny_llama, tiny_tokenizer
 from sidrec.corpus.build import cpt_corpus, history_windows, sft_examples
 from sidrec.corpus.prompts import PromptCodec, item_noun
-from sidrec.models.llm import (LLMRecommender, LoraSettings, TrainSettings, add_sid_vocabulary, load_base, load_llm,
+from sidrec.models.llm import (LLMRecommender, LoraSettings, TrainSettings, ValidationCheckpoints, add_sid_vocabulary,
+                               checkpoint_steps, sft_dense_batch, load_base, load_llm,
                                packed_batch, pad_right, perplexity, save_llm, sft_batch, sid_token_names, train_lm,
                                with_lora)
 from sidrec.recommend import DecodeSettings
@@ -129,7 +130,9 @@ def test_sft_examples_end_with_the_target_and_carry_true_constraints(setup):
     _, tok, _, _, codec = setup
     events = make_events()
     genres = [["Horror"], ["Comedy", "Drama"], [], ["Horror"], ["Drama"], ["Comedy"], ["Horror"], ["Drama"]]
-    examples, counts = sft_examples(codec, events, genres, max_history=2, max_examples=0, constraint_share=1.0, seed=0)
+    examples, tails, counts = sft_examples(codec, events, genres, max_history=2, max_examples=0,
+                                           constraint_share=1.0, seed=0)
+    assert tails == [3] * len(examples) and counts["targets"] == len(examples)
     assert counts["examples"] == 4 * 3  # 4 train events per user, each but the first is a target
     targets = {tuple(codec.sid([i])): i for i in range(len(TITLES))}
     for ex in examples:
@@ -139,6 +142,71 @@ def test_sft_examples_end_with_the_target_and_carry_true_constraints(setup):
             assert "Constraint" in text and any(f"Suggest a {g} movie" in text for g in genres[target])
         assert text.rstrip().endswith("Recommendation :") or text.rstrip().endswith("Recommendation:")
     assert counts["constrained"] == sum(1 for ex in examples if "Constraint" in tok.decode(ex[:-3]))
+
+
+def test_dense_sft_examples_target_every_item_after_the_first_in_the_decoding_format(setup):
+    _, tok, sids, ids, _ = setup
+    events = make_events()
+    genres = [["Horror"], ["Comedy", "Drama"], [], ["Horror"], ["Drama"], ["Comedy"], ["Horror"], ["Drama"]]
+    dense = PromptCodec(tok, ids, sids, TITLES, "movie", "dense")
+    streams, tails, counts = sft_examples(dense, events, genres, max_history=2, max_examples=0,
+                                          constraint_share=0.0, seed=0, objective="dense")
+    train = {u: g.loc[g.split == "train", "item_id"].tolist() for u, g in events.groupby("user_id")}
+    assert counts["constrained"] == 0 and counts["windows"] == len(streams)
+    head = len(dense.sequence([]))
+    covered = set()
+    for s, tail in zip(streams, tails):
+        items = [next(i for i in range(len(TITLES)) if dense.sid([i]) == s[j:j + 3]) for j in range(head, len(s), 3)]
+        assert 2 <= len(items) <= 3 and tail == 3 * (len(items) - 1)  # windows of up to max_history + 1 items
+        user = next(u for u, t in train.items() if any(t[a:a + len(items)] == items for a in range(len(t))))
+        covered |= {(user, items[j - 1], items[j]) for j in range(1, len(items))}
+        # what the loss covers is what decoding asks: the prompt of the earlier items, then the next item's SID
+        for j in range(1, len(items)):
+            assert s[:head + 3 * j] == dense.prompt(items[:j]) and s[head + 3 * j:head + 3 * j + 3] == dense.sid([items[j]])
+    assert covered == {(u, t[j - 1], t[j]) for u, t in train.items() for j in range(1, len(t))}  # every target
+    assert counts["targets"] == sum(t // 3 for t in tails)
+    steered = sft_examples(dense, events, genres, 2, 0, 0.5, 0, "dense")
+    assert steered[2]["constrained"] == steered[2]["examples"] - steered[2]["windows"] > 0
+    for s, tail in zip(steered[0], steered[1]):
+        text = tok.decode(s[:-tail])
+        assert ("Constraint" in text) == (tail == 3 and "Recommendation" in text)
+    with pytest.raises(ValueError, match="sft.objective"):
+        sft_examples(dense, events, genres, 2, 0, 0.5, 0, "every")
+
+
+def test_dense_sft_batch_loss_is_the_tail_tokens_only(setup):
+    model, tok, _, _, codec = setup
+    seqs = [codec.sequence([0, 1, 2]), codec.prompt([3], "Horror") + codec.sid([4])]
+    tails = [6, 3]
+    batch = sft_dense_batch(seqs, tails, tok.pad_token_id)
+    loss = model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    picked = [(i, t) for i, (s, tail) in enumerate(zip(seqs, tails)) for t in range(len(s) - tail, len(s))]
+    manual = torch.stack([torch.nn.functional.cross_entropy(logits[i, t - 1], batch["input_ids"][i, t])
+                          for i, t in picked]).mean()
+    torch.testing.assert_close(loss, manual)
+
+
+def test_checkpoint_steps_are_log_spaced_and_the_best_checkpoint_is_restored(setup):
+    model, tok, _, ids, codec = setup
+    assert checkpoint_steps(80, 4) == [10, 20, 40, 80] and checkpoint_steps(2, 4) == [1, 2]
+    lm = with_lora(model, ids, LoraSettings(rank=4, alpha=8, dropout=0.0))
+    scores = iter([0.3, 0.5, 0.1, 0.2])
+    snapshots = []
+
+    def score(m):
+        snapshots.append({n: t.detach().clone() for n, t in m.named_parameters() if t.requires_grad})
+        return {"valid_ndcg@10": next(scores)}
+
+    cb = ValidationCheckpoints(lm, checkpoint_steps(4, 4), score, "valid_ndcg@10")
+    seqs = [codec.sequence([i, (i + 1) % len(TITLES)]) for i in range(8)]
+    train_lm(lm, seqs, lambda b, t: sft_dense_batch(b, t, tok.pad_token_id),
+             TrainSettings(epochs=1, batch_size=2, lr=0.05, seed=0, warmup_ratio=0.0), tails=[3] * 8, callbacks=[cb])
+    assert [r["step"] for r in cb.curve] == [1, 2, 4]
+    assert cb.restore()["step"] == 2
+    now = {n: t.detach() for n, t in lm.named_parameters() if t.requires_grad}
+    assert all(torch.equal(now[n], snapshots[1][n]) for n in now)
+    assert not all(torch.equal(snapshots[1][n], snapshots[2][n]) for n in now)
 
 
 def test_sft_batch_loss_is_the_target_tokens_only(setup):

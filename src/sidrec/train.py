@@ -9,6 +9,7 @@ Runs unchanged under `accelerate launch` (multi-process / multi-GPU).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class LoopConfig:
     seed: int = 0
     mixed_precision: str = "no"
     """`no` or `bf16` (autocast; helps on recent CPUs and GPUs)."""
+    eval_at: tuple[int, ...] = ()
+    """Extra optimizer steps at which `evaluate` runs for the learning curve only (no early-stopping effect)."""
 
 
 class _LossForward(torch.nn.Module):
@@ -59,6 +62,8 @@ class FitResult:
     epochs_run: int
     steps: int
     history: list[dict]
+    curve: list[dict] = dataclasses.field(default_factory=list)
+    """Every evaluation with its optimizer step: the `eval_at` steps and the epoch checks, in step order."""
 
 
 def fit(model: torch.nn.Module, dataset, cfg: LoopConfig, collate_fn=None,
@@ -90,7 +95,8 @@ def fit(model: torch.nn.Module, dataset, cfg: LoopConfig, collate_fn=None,
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     wrapped, opt, loader = acc.prepare(_LossForward(model), opt, loader)  # sched: once per optimizer step
 
-    best, best_epoch, best_state, bad, step, history = None, -1, None, 0, 0, []
+    best, best_epoch, best_state, bad, step, history, curve = None, -1, None, 0, 0, [], []
+    eval_at = set(cfg.eval_at) if evaluate is not None else set()
     bar = tqdm(total=total, desc="train", unit="step", disable=not acc.is_local_main_process, mininterval=2.0)
     for epoch in range(cfg.epochs):
         wrapped.train()
@@ -107,6 +113,10 @@ def fit(model: torch.nn.Module, dataset, cfg: LoopConfig, collate_fn=None,
             opt.zero_grad(set_to_none=True)
             step += 1
             n += 1
+            if step in eval_at:
+                model.eval()
+                curve.append({"step": step, **evaluate(model)})
+                wrapped.train()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             bar.update(1)
@@ -121,6 +131,7 @@ def fit(model: torch.nn.Module, dataset, cfg: LoopConfig, collate_fn=None,
         if evaluate is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             model.eval()
             res = evaluate(model)
+            curve.append({"step": step, "epoch": epoch + 1, **res})
             row.update({f"valid_{k}": v for k, v in res.items()})
             if best is None or res["score"] > best:
                 best, best_epoch, bad = res["score"], epoch + 1, 0
@@ -142,4 +153,4 @@ def fit(model: torch.nn.Module, dataset, cfg: LoopConfig, collate_fn=None,
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best, best_epoch, len(history), step, history)
+    return FitResult(best, best_epoch, len(history), step, history, curve)

@@ -5,6 +5,9 @@ so an item is always exactly its P tokens. Formats (text in quotes, {SID} = the 
 - identity, both directions: "The item {title} is represented by ID" {SID} "." and "ID" {SID} " is {title}."
 - sequence: "User history:" {SID} {SID} ...
 - recommendation: "User history:" {SID} ... ["Constraint: Suggest a {value} {noun}."] "Recommendation:" {target SID}
+- recommendation of a model trained with the dense SFT objective (`objective="dense"`): without a constraint, the
+  history sentence itself, "User history:" {SID} ... {target SID}, as it was trained (sidrec.corpus.build);
+  with one, the constrained prompt above.
 """
 from __future__ import annotations
 
@@ -32,10 +35,14 @@ class PromptCodec:
         sids: the SID table.
         titles: (N,) item titles.
         noun: what items are called in constraints ("movie").
+        objective: the SFT objective the prompts are for: `last` or `dense` (see `prompt`).
     """
 
     def __init__(self, tok: PreTrainedTokenizerBase, sid_token_ids: np.ndarray, sids: SidTable,
-                 titles: list[str], noun: str = "item") -> None:
+                 titles: list[str], noun: str = "item", objective: str = "last") -> None:
+        if objective not in ("dense", "last"):
+            raise ValueError(f"sft.objective: unknown {objective!r}; use dense or last")
+        self.objective = objective
         self.tok = tok
         self.titles = [str(t) for t in titles]
         self.noun = noun
@@ -64,7 +71,10 @@ class PromptCodec:
         return f" Constraint: Suggest a {value} {self.noun}."
 
     def prompt(self, history, constraint: str | None = None) -> list[int]:
-        """The recommendation prompt; the target's P tokens follow it."""
+        """The recommendation prompt; the target's P tokens follow it. A dense-objective model reads an
+        unconstrained history as the history sentence it was trained on."""
+        if self.objective == "dense" and not constraint:
+            return self.sequence(history)
         out = [*self.text("User history:"), *self.sid(history)]
         if constraint:
             out += self.text(self.constraint_text(constraint))

@@ -307,6 +307,7 @@ def check_popularity(truth: Truth, scores: np.ndarray, window_days: int = 0) -> 
 class ItemCodec:
     """Stands in for `sidrec.corpus.prompts.PromptCodec`: spells every item as its id, after a marker."""
     HISTORY, PROMPT, RECOMMEND, IDENTITY = -1, -2, -3, -4
+    positions = 1
 
     def __init__(self, num_items: int) -> None:
         self.titles = [""] * num_items
@@ -399,9 +400,9 @@ def sft_sequences(events: pd.DataFrame, items: pd.DataFrame, p: Params, n: int) 
     s = p.sft
     attributes = items["genres"].tolist()
     real = corpus_build.sft_examples(ItemCodec(n), events, attributes, p.llm.max_history, s.max_examples,
-                                     s.constraint_share, p.seed)[0]
+                                     s.constraint_share, p.seed, s.objective)[0]
     shadow = corpus_build.sft_examples(ItemCodec(n), _user_encoded(events, n), _PerItem(attributes, n),
-                                       p.llm.max_history, s.max_examples, s.constraint_share, p.seed)[0]
+                                       p.llm.max_history, s.max_examples, s.constraint_share, p.seed, s.objective)[0]
     return _attribute("sft", _split_streams(real, "sft")[0], _split_streams(shadow, "sft")[0], n)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase,
+                          TrainerCallback)
 
 from sidrec.assets import embedded_llm_gguf
 from sidrec.generate import ItemTrie, TrieRecommender
@@ -220,6 +221,63 @@ def sft_batch(seqs: list[list[int]], pad_id: int, target_len: int) -> dict:
     return batch
 
 
+def sft_dense_batch(seqs: list[list[int]], tails: list[int], pad_id: int) -> dict:
+    """Right-padded SFT batch whose loss covers the last `tails[i]` tokens of sequence i (dense examples: every
+    item's SID tokens after the first; one-target examples: the target's). Windows are of near-equal length, so
+    padding costs little and the attention stays per sequence (a packed row would attend across all of them)."""
+    batch = pad_right(seqs, pad_id)
+    labels = batch["labels"]
+    for i, (s, tail) in enumerate(zip(seqs, tails)):
+        labels[i, :len(s) - tail] = IGNORE
+    return batch
+
+
+def checkpoint_steps(total_steps: int, checkpoints: int) -> list[int]:
+    """`checkpoints` log-spaced optimizer steps ending at `total_steps` (halving back from it: ..., T/4, T/2, T),
+    deduplicated and >= 1."""
+    return sorted({max(1, int(round(total_steps / 2 ** i))) for i in range(checkpoints)})
+
+
+class ValidationCheckpoints(TrainerCallback):
+    """A transformers `TrainerCallback` that scores the model on validation at given optimizer steps and keeps a
+    copy of the trainable weights (LoRA adapters, new token rows) of the best-scoring step; `restore` loads them.
+
+    Args:
+        model: the (peft) model being trained.
+        steps: optimizer steps to score at (e.g. `checkpoint_steps`).
+        score: model -> dict of validation metrics; `key` is maximized.
+    """
+
+    def __init__(self, model, steps: list[int], score, key: str) -> None:
+        self.model, self.steps, self.score, self.key = model, set(steps), score, key
+        self.curve: list[dict] = []
+        self.best: dict | None = None
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step not in self.steps:
+            return control
+        was_training = self.model.training
+        self.model.eval()
+        res = {"step": int(state.global_step), **self.score(self.model)}
+        self.model.train(was_training)
+        self.curve.append(res)
+        log.info("checkpoint step %d: %s", state.global_step, {k: round(v, 4) for k, v in res.items()})
+        if self.best is None or res[self.key] > self.best[self.key]:
+            self.best = res
+            self._state = {n: t.detach().clone() for n, t in self.model.named_parameters() if t.requires_grad}
+        return control
+
+    def restore(self) -> dict | None:
+        """Load the best step's trainable weights into the model; returns that step's row (None if none ran)."""
+        if self._state is not None:
+            with torch.no_grad():
+                for n, t in self.model.named_parameters():
+                    if n in self._state:
+                        t.copy_(self._state[n])
+        return self.best
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int
@@ -234,9 +292,12 @@ class TrainSettings:
     """Batch sequences of similar length together (less padding; HF `LengthGroupedSampler`, still shuffled)."""
 
 
-def train_lm(model, seqs: list[list[int]], collate, cfg: TrainSettings, plots_dir: str | Path | None = None) -> dict:
+def train_lm(model, seqs: list[list[int]], collate, cfg: TrainSettings, plots_dir: str | Path | None = None,
+             tails: list[int] | None = None, callbacks: list | None = None) -> dict:
     """HF `Trainer` on token-id lists (AdamW, warmup + cosine, bf16 autocast by setting; runs unchanged under
     `accelerate launch`); per-step loss curves through transformers' DVCLive callback into `plots_dir`.
+    `collate(seqs)` builds a batch, or `collate(seqs, tails)` when per-sequence `tails` (loss tokens at the end)
+    are given; `callbacks` are extra `TrainerCallback`s (e.g. `ValidationCheckpoints`).
 
     Returns:
         the Trainer's training metrics (train_loss, train_runtime, train_samples_per_second, ...).
@@ -255,13 +316,17 @@ def train_lm(model, seqs: list[list[int]], collate, cfg: TrainSettings, plots_di
             save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
             dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
-        callbacks = []
+        callbacks = list(callbacks or [])
         if plots_dir is not None and args.process_index == 0:
             callbacks.append(DVCLiveCallback(live=Live(dir=str(plots_dir), dvcyaml=None, save_dvc_exp=False)))
         # the length-grouped sampler reads each example's "input_ids"; the collate still receives token lists
-        data = [{"input_ids": s} for s in seqs]
-        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks,
-                          data_collator=lambda feats: collate([f["input_ids"] for f in feats]))
+        if tails is None:
+            data = [{"input_ids": s} for s in seqs]
+            collator = lambda feats: collate([f["input_ids"] for f in feats])  # noqa: E731
+        else:
+            data = [{"input_ids": s, "tail": t} for s, t in zip(seqs, tails, strict=True)]
+            collator = lambda feats: collate([f["input_ids"] for f in feats], [f["tail"] for f in feats])  # noqa: E731
+        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks, data_collator=collator)
         out = trainer.train()
         metrics = dict(out.metrics)
         if trainer.accelerator.num_processes > 1:  # transformers leaves the last steps' loss rank-local
@@ -328,7 +393,8 @@ class LLMRecommender(TrieRecommender):
         if list(meta.get("vocab_sizes", [])) != list(sids.vocab_sizes):
             raise ValueError(f"{path}: trained on SID vocab sizes {meta.get('vocab_sizes')}, the sids have "
                              f"{sids.vocab_sizes}; pass the SID table the LLM was trained with")
-        codec = PromptCodec(tok, np.asarray(meta["sid_token_ids"]), sids, [""] * sids.num_items, meta["noun"])
+        codec = PromptCodec(tok, np.asarray(meta["sid_token_ids"]), sids, [""] * sids.num_items, meta["noun"],
+                            meta.get("objective", "last"))
         if decode.llm_dtype == "bfloat16":  # one cast at load; autocast then has nothing left to cast per op
             model.to(torch.bfloat16)
         elif decode.llm_dtype != "float32":
