@@ -588,6 +588,10 @@ def build_report(metrics_dir: str | Path, eval_dir: str | Path, systems: list[st
                 cold_start_section(results, k, not_run, n_boot, seed),
                 *optional_sections(metrics_dir, systems, steer_dir,
                                    pd.read_parquet(items) if items is not None else None, k, n_boot, seed)]
+    from sidrec.evaluate.report_budget import budget_section, curve_section
+
+    sections += [s for s in (budget_section(metrics_dir, systems),
+                             curve_section(metrics_dir, systems, plots_dir / "learning_curve.png", out.parent, k)) if s]
     figures = []
     for key in (f"ndcg@{k}", f"recall@{k}"):
         png = write_bar_chart(results, key, plots_dir / f"{key.replace('@', '_at_')}.png")
