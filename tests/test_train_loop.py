@@ -108,3 +108,19 @@ def test_fit_is_deterministic_under_seed():
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     c = run(LoopConfig(epochs=3, batch_size=8, lr=1e-2, seed=8))  # same init, other shuffling and dropout
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_eval_at_steps_add_curve_points_without_moving_early_stopping():
+    calls = []
+
+    def evaluate(model):
+        calls.append(len(calls))
+        # the curve points (steps 3, 5) score highest: selection must still only see the epoch checks
+        return {"score": 1.0 if len(calls) in (1, 2) else 0.1 * len(calls)}
+
+    cfg = LoopConfig(epochs=3, batch_size=8, lr=1e-2, seed=0, eval_every=1, eval_at=(3, 5))
+    res = fit(make_model(), toy_data(), cfg, collate_fn=collate, evaluate=evaluate)
+    assert [r["step"] for r in res.curve] == [3, 5, 8, 16, 24]  # 8 steps per epoch
+    assert [r.get("epoch") for r in res.curve] == [None, None, 1, 2, 3]
+    assert res.best_epoch == 3 and res.best_score == pytest.approx(0.5)
+    assert [r["valid_score"] for r in res.history] == pytest.approx([0.3, 0.4, 0.5])  # epoch rows: their checks only
