@@ -58,3 +58,13 @@ def test_curve_section_writes_the_figure_and_states_the_crossing(metrics, tmp_pa
     assert "`plum` and `baseline` cross at about" in md  # plum leads up to 16k targets, baseline at 23k
     assert "2,900: 0.0400" in md and "`sasrec`" not in md
     assert curve_section(metrics, ["popularity"], png, tmp_path) == ""
+
+
+def test_without_a_crossing_the_section_says_where_the_gpt_catches_up(metrics, tmp_path):
+    sft = json.loads((metrics / "sft_plum.json").read_text())
+    sft["curve"] = _curve([(2900, 0.04), (5800, 0.045), (11500, 0.06), (23000, 0.07)])
+    (metrics / "sft_plum.json").write_text(json.dumps(sft))
+    md = curve_section(metrics, ["baseline", "plum"], tmp_path / "c.png", tmp_path)
+    assert "do not cross over their common range of targets; `plum` is above" in md
+    assert "`baseline` first reaches `plum`'s last score (0.0700 at 23,000 targets" in md
+    assert "at the point of 160,000 targets (7x the targets" in md

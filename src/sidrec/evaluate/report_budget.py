@@ -164,10 +164,17 @@ def curve_section(metrics_dir: str | Path, systems: list[str], png: str | Path, 
         at = _crossing(series[llm], series[gpt], key)
         rate = {s: budgets[s]["core_min"] / max(budgets[s]["targets"] * budgets[s]["runs"], 1) for s in (llm, gpt)}
         if at is None:
-            lead = llm if series[llm][-1][key] > np.interp(np.log(series[llm][-1]["targets"]),
-                                                           np.log([r["targets"] for r in series[gpt]]),
-                                                           [r[key] for r in series[gpt]]) else gpt
+            last = series[llm][-1]
+            behind = np.interp(np.log(last["targets"]), np.log([r["targets"] for r in series[gpt]]),
+                               [r[key] for r in series[gpt]])
+            lead = llm if last[key] > behind else gpt
             notes.append(f"`{llm}` and `{gpt}` do not cross over their common range of targets; `{lead}` is above.")
+            reach = next((r["targets"] for r in series[gpt] if r[key] >= last[key]), None)
+            if lead == llm and reach is not None:
+                notes.append(f"`{gpt}` first reaches `{llm}`'s last score ({last[key]:.4f} at {last['targets']:,} "
+                             f"targets, about {last['targets'] * rate[llm]:.1f} core-minutes) at the point of "
+                             f"{reach:,} targets ({reach / last['targets']:.0f}x the targets, about "
+                             f"{reach * rate[gpt]:.1f} core-minutes).")
         else:
             notes.append(f"`{llm}` and `{gpt}` cross at about {at:,.0f} targets, where `{llm}` has cost about "
                          f"{at * rate[llm]:.1f} core-minutes of training and `{gpt}` {at * rate[gpt]:.2f}.")
