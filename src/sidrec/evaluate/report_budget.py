@@ -110,12 +110,13 @@ def _crossing(a: list[dict], b: list[dict], key: str) -> float | None:
 
 def _curve_png(series: dict[str, list[dict]], key: str) -> bytes:
     rows = [{"system": s, "targets": r["targets"], "value": r[key]} for s, pts in series.items() for r in pts]
+    label = key.removeprefix("valid_").replace("ndcg", "NDCG").replace("recall", "Recall")
     spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-            "title": f"Validation {key} against supervised targets seen", "width": 420, "height": 260,
+            "title": f"Validation {label} against supervised next-item targets seen", "width": 420, "height": 260,
             "data": {"values": rows}, "mark": {"type": "line", "point": True},
             "encoding": {"x": {"field": "targets", "type": "quantitative", "scale": {"type": "log"},
                                "title": "supervised next-item targets seen (log)"},
-                         "y": {"field": "value", "type": "quantitative", "title": f"validation {key}"},
+                         "y": {"field": "value", "type": "quantitative", "title": f"validation {label}"},
                          "color": {"field": "system", "type": "nominal"}}}
     try:
         import vl_convert
@@ -134,7 +135,7 @@ def _curve_png(series: dict[str, list[dict]], key: str) -> bytes:
         ax.plot([r["targets"] for r in pts], [r[key] for r in pts], marker="o", label=s)
     ax.set_xscale("log")
     ax.set_xlabel("supervised next-item targets seen (log)")
-    ax.set_ylabel(f"validation {key}")
+    ax.set_ylabel(f"validation {label}")
     ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
