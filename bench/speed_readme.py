@@ -54,7 +54,8 @@ def section(repro: dict, knob: dict | None) -> str:
         f"{_min(work)}, so the run kept {work / max(total, 1e-9):.2f} cores busy on average. Largest peak RSS "
         f"{peak['peak_rss_mb'] / 1024:.1f} GB ({peak['stage']}). Targets: wall <= {_min(TARGET_S)}: "
         f"**{'met' if total <= TARGET_S else 'missed'}**; peak RSS <= 8 GiB: "
-        f"**{'met' if peak['peak_rss_mb'] <= TARGET_RSS_MB else 'missed'}**.",
+        f"**{'met' if peak['peak_rss_mb'] <= TARGET_RSS_MB else 'missed'}**."
+        + (f" {repro['load_note']}" if repro.get("load_note") else ""),
         "",
     ]
     if knob is not None:
