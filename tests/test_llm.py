@@ -332,6 +332,25 @@ def test_llm_decode_returns_only_valid_unseen_items(setup, tmp_path):
                             DecodeSettings())
 
 
+@pytest.mark.parametrize("objective", ["dense", "last", None])
+def test_a_loaded_llm_prompts_in_the_format_its_sft_objective_trained(setup, tmp_path, objective):
+    model, tok, sids, ids, codec = setup
+    meta = {"sid_token_ids": ids.tolist(), "vocab_sizes": sids.vocab_sizes, "noun": "movie", "max_history": 2}
+    save_llm(tmp_path / "m", model, tok, meta if objective is None else {**meta, "objective": objective})
+    rec = LLMRecommender.load(tmp_path / "m", sids, DecodeSettings(beam_size=5, batch_size=2))
+    # object dtype: pandas 3 would store None as NaN in a string column, which `_prompts` reads as a constraint
+    cases = pd.DataFrame({"history": [[0, 1, 2], [3]], "constraint": pd.Series([None, "Horror"], dtype=object)})
+    plain, steered = rec._prompts(cases)
+    loaded = rec.codec  # the saved tokenizer's codec
+    assert loaded.objective == (objective or "last")
+    recommend = list(loaded.text(" Recommendation:"))
+    if objective == "dense":  # the history sentence it was trained on, truncated to max_history
+        assert plain == loaded.sequence([1, 2]) and plain[-3:] == loaded.sid([2])
+    else:  # models without the key predate the dense objective: the one-target prompt
+        assert plain == loaded.sequence([1, 2]) + recommend
+    assert steered[-len(recommend):] == recommend and len(steered) > len(loaded.sequence([3])) + len(recommend)
+
+
 def test_bf16_decode_casts_once_and_keeps_the_contract(setup, tmp_path):
     """eval.llm_dtype=bfloat16: the evaluate/steer loader casts the weights; items stay valid, scores ordered."""
     from sidrec.systems import load_recommender
