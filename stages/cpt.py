@@ -1,17 +1,15 @@
 """Stage cpt@<tokenizer>: vocabulary surgery (SID tokens at their title-embedding centroids) on models/llm_base, then
 continued pre-training on the bilingual corpus (identity sentences both ways + train-history sentences), LoRA with
 trainable new-token rows (merged) or full fine-tuning; held-out perplexity before and after -> metrics/cpt_<tok>.json."""
-import argparse
 import logging
 
 import pandas as pd
 import torch
 from accelerate import PartialState
 
-from sidrec.config import load_params
 from sidrec.corpus.build import cpt_corpus
 from sidrec.corpus.prompts import PromptCodec, item_noun
-from sidrec.io import StageClock, setup_logging, write_json
+from sidrec.io import start_stage, write_json
 from sidrec.models.llm import (LoraSettings, TrainSettings, add_sid_vocabulary, load_llm, packed_batch, perplexity,
                                save_llm, train_lm, with_lora)
 from sidrec.tokenizers.sids import SidTable
@@ -20,19 +18,9 @@ log = logging.getLogger("stages.cpt")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--base", required=True, help="models/llm_base")
-    ap.add_argument("--sids", required=True, help="data/sids/<tokenizer>.parquet")
-    ap.add_argument("--items", required=True)
-    ap.add_argument("--events", required=True)
-    ap.add_argument("--out", required=True, help="models/llm/<tokenizer>/cpt")
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--plots", required=True)
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--base": "models/llm_base", "--sids": "data/sids/<tokenizer>.parquet",
+                                           "--items": None, "--events": None, "--out": "models/llm/<tokenizer>/cpt",
+                                           "--metrics": None, "--plots": None})
     model, tok, _ = load_llm(args.base)
     sids, items, events = SidTable.load(args.sids), pd.read_parquet(args.items), pd.read_parquet(args.events)
     titles = items["title"].astype(str).tolist()

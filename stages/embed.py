@@ -1,27 +1,18 @@
 """Stage embed: item texts -> frozen, normalized content embeddings (data/embeddings/content.npy + sidecar)."""
-import argparse
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from sidrec.config import load_params
-from sidrec.io import StageClock, setup_logging, write_json, write_npy
+from sidrec.io import start_stage, write_json, write_npy
 from sidrec.text.encoder import encode_texts
 
 log = logging.getLogger("stages.embed")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--items", required=True, help="data/prepared/items.parquet")
-    ap.add_argument("--out", required=True, help="data/embeddings/content.npy")
-    ap.add_argument("--metrics", required=True, help="metrics/embed.json")
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--items": "data/prepared/items.parquet",
+                                           "--out": "data/embeddings/content.npy", "--metrics": "metrics/embed.json"})
     items = pd.read_parquet(args.items, columns=["item_id", "text"])
     emb, info = encode_texts(items["text"].tolist(), p.encoder, seed=p.seed)
     out = Path(args.out)

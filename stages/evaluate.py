@@ -1,17 +1,15 @@
 """Stage evaluate@<system>: the shared test cases through one system; metrics/<system>.json and the per-case
 results data/eval/<system>.parquet (for paired tests in the report). A semantic-ID system first chooses its
 cold-start fill's epsilon on validation (sidrec.evaluate.cold); the test lists are scored with and without it."""
-import argparse
 import logging
 from dataclasses import replace
 
 import pandas as pd
 
-from sidrec.config import load_params
 from sidrec.data.sequences import make_cases
 from sidrec.evaluate.accuracy import evaluate
 from sidrec.evaluate.cold import choose_epsilon, selection_cases, unconstrained_cold
-from sidrec.io import StageClock, read_json, setup_logging, write_json, write_parquet
+from sidrec.io import read_json, start_stage, write_json, write_parquet
 from sidrec.recommend import DecodeSettings
 from sidrec.systems import decodes_sids, load_recommender
 
@@ -19,20 +17,9 @@ log = logging.getLogger("stages.evaluate")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--system", required=True)
-    ap.add_argument("--model", required=True, help="model directory")
-    ap.add_argument("--sids", required=True, help="data/sids/<tokenizer>.parquet")
-    ap.add_argument("--events", required=True)
-    ap.add_argument("--split", required=True)
-    ap.add_argument("--items", required=True)
-    ap.add_argument("--out", required=True, help="data/eval/<system>.parquet")
-    ap.add_argument("--metrics", required=True)
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--system": None, "--model": "model directory",
+                                           "--sids": "data/sids/<tokenizer>.parquet", "--events": None, "--split": None,
+                                           "--items": None, "--out": "data/eval/<system>.parquet", "--metrics": None})
     events = pd.read_parquet(args.events)
     n = len(pd.read_parquet(args.items, columns=["item_id"]))
     cold = set(read_json(args.split)["cold_start_items"])

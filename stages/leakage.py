@@ -1,7 +1,6 @@
 """Stage leakage: check what was built from interactions (the GPT's training windows, the CPT and SFT corpora,
 co-occurrence pairs, popularity counts, the prepared split) against the raw timestamps; metrics/leakage.json, or
 exit 1 with a one-line error naming the leaking artifact and an example."""
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -9,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sidrec.config import load_params
 from sidrec.data.leakage import check_leakage
 from sidrec.data.loaders import DataError, load_raw
-from sidrec.io import StageClock, read_json, setup_logging, write_json
+from sidrec.io import read_json, start_stage, write_json
 
 log = logging.getLogger("stages.leakage")
 
@@ -24,17 +22,9 @@ def load_popularity(path: Path) -> tuple[np.ndarray, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--raw", required=True, help="data/raw/<name>")
-    ap.add_argument("--prepared", required=True, help="data/prepared")
-    ap.add_argument("--pairs", required=True, help="data/pairs.parquet")
-    ap.add_argument("--popularity", required=True, help="models/popularity")
-    ap.add_argument("--metrics", required=True, help="metrics/leakage.json")
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--raw": "data/raw/<name>", "--prepared": "data/prepared",
+                                           "--pairs": "data/pairs.parquet", "--popularity": "models/popularity",
+                                           "--metrics": "metrics/leakage.json"})
     prepared = Path(args.prepared)
     split = read_json(prepared / "split.json")
     if split.get("dataset", p.dataset.name) != p.dataset.name:

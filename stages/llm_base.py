@@ -1,24 +1,15 @@
 """Stage llm_base: load `llm.base` (the embedded SmolLM2 GGUF, dequantized; a local directory; or a hub name) once
 and save it with `save_pretrained` (safetensors) to models/llm_base, so later stages load it in well under a second."""
-import argparse
 import logging
 
-from sidrec.config import load_params
-from sidrec.io import StageClock, setup_logging, write_json
+from sidrec.io import start_stage, write_json
 from sidrec.models.llm import load_base, save_llm
 
 log = logging.getLogger("stages.llm_base")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml", help="reads llm.base")
-    ap.add_argument("--out", required=True, help="models/llm_base")
-    ap.add_argument("--metrics", required=True)
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--out": "models/llm_base", "--metrics": None}, params_help="reads llm.base")
     model, tok = load_base(p.llm.base)
     save_llm(args.out, model, tok, {"base": p.llm.base})
     n_params = sum(t.numel() for t in model.parameters())

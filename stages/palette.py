@@ -4,15 +4,14 @@ and the dual forward pass, the adapters are merged, and every item's palette is 
 
 Outputs: <out>/vectors.npy (float32, (items, L, D), item_id order) + <out>/vectors.json; the merged LLM in
 <model-dir> (save_pretrained + sidrec.json with the LaP/LdP token ids); metrics JSON; per-step curves (dvclive)."""
-import argparse
 import logging
 
 import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from sidrec.config import load_params, to_dict
-from sidrec.io import StageClock, atomic_path, setup_logging, write_json
+from sidrec.config import to_dict
+from sidrec.io import atomic_path, start_stage, write_json
 from sidrec.models.llm import load_llm, save_llm
 from sidrec.models.palette import learn_palette
 
@@ -20,18 +19,10 @@ log = logging.getLogger("stages.palette")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--base", required=True, help="models/llm_base")
-    ap.add_argument("--items", required=True, help="data/prepared/items.parquet")
-    ap.add_argument("--out", required=True, help="data/palette (vectors.npy + vectors.json)")
-    ap.add_argument("--model-dir", required=True, help="models/palette")
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--plots", required=True, help="dvclive directory for curves")
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--base": "models/llm_base", "--items": "data/prepared/items.parquet",
+                                           "--out": "data/palette (vectors.npy + vectors.json)",
+                                           "--model-dir": "models/palette", "--metrics": None,
+                                           "--plots": "dvclive directory for curves"})
     model, tok, base_meta = load_llm(args.base)
     items = pd.read_parquet(args.items)
     with Live(dir=args.plots, dvcyaml=None, save_dvc_exp=False) as live:

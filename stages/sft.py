@@ -6,7 +6,6 @@ first, beside constrained one-target prompts "User history: ... Constraint: Sugg
 Recommendation: {target SID}"; `last`: one target per prompt (sidrec.corpus.build). The model is scored on the
 GPT's validation cases (eval.valid_cases, same seed) at `sft.checkpoints` log-spaced steps and the best step's
 weights are kept; the scores against supervised targets seen are the learning curve in the metrics."""
-import argparse
 import logging
 import math
 
@@ -15,12 +14,11 @@ import pandas as pd
 import torch
 from accelerate import PartialState
 
-from sidrec.config import load_params
 from sidrec.corpus.build import sft_examples
 from sidrec.corpus.prompts import PromptCodec
 from sidrec.data.sequences import make_cases
 from sidrec.evaluate.accuracy import validation_score
-from sidrec.io import StageClock, read_json, setup_logging, write_json
+from sidrec.io import read_json, start_stage, write_json
 from sidrec.models.llm import (LLMRecommender, LoraSettings, TrainSettings, ValidationCheckpoints, checkpoint_steps,
                                load_llm, save_llm, sft_batch, sft_dense_batch, train_lm, with_lora)
 from sidrec.recommend import DecodeSettings
@@ -30,20 +28,9 @@ log = logging.getLogger("stages.sft")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--cpt", required=True, help="models/llm/<tokenizer>/cpt")
-    ap.add_argument("--sids", required=True)
-    ap.add_argument("--items", required=True)
-    ap.add_argument("--events", required=True)
-    ap.add_argument("--split", required=True)
-    ap.add_argument("--out", required=True, help="models/llm/<tokenizer>/sft")
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--plots", required=True)
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--cpt": "models/llm/<tokenizer>/cpt", "--sids": None, "--items": None,
+                                           "--events": None, "--split": None, "--out": "models/llm/<tokenizer>/sft",
+                                           "--metrics": None, "--plots": None})
     model, tok, meta = load_llm(args.cpt)
     sids, items, events = SidTable.load(args.sids), pd.read_parquet(args.items), pd.read_parquet(args.events)
     ids = np.asarray(meta["sid_token_ids"])

@@ -1,15 +1,13 @@
 """Stage steer@<system>: the steerability lens. Counterfactual cases (a history dominated by one genre, a request
 for another, `steer.pairs`) through one system; systems that cannot read text answer with the constraint ignored.
 -> metrics/steer_<system>.json and per-case data/steer/<system>.parquet."""
-import argparse
 import logging
 
 import numpy as np
 import pandas as pd
 
-from sidrec.config import load_params
 from sidrec.evaluate.steer import steer_cases, steer_metrics
-from sidrec.io import StageClock, setup_logging, write_json, write_parquet
+from sidrec.io import start_stage, write_json, write_parquet
 from sidrec.models.popularity import popularity_scores
 from sidrec.recommend import DecodeSettings
 from sidrec.systems import load_recommender
@@ -18,20 +16,10 @@ log = logging.getLogger("stages.steer")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--system", required=True)
-    ap.add_argument("--model", required=True, help="model directory")
-    ap.add_argument("--sids", required=True, help="data/sids/<tokenizer>.parquet")
-    ap.add_argument("--events", required=True)
-    ap.add_argument("--items", required=True)
-    ap.add_argument("--embeddings", required=True, help="data/embeddings/content.npy")
-    ap.add_argument("--out", required=True, help="data/steer/<system>.parquet")
-    ap.add_argument("--metrics", required=True)
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--system": None, "--model": "model directory",
+                                           "--sids": "data/sids/<tokenizer>.parquet", "--events": None, "--items": None,
+                                           "--embeddings": "data/embeddings/content.npy",
+                                           "--out": "data/steer/<system>.parquet", "--metrics": None})
     events, items = pd.read_parquet(args.events), pd.read_parquet(args.items)
     cases = steer_cases(events, items, p.steer.pairs, p.steer.dominance, p.steer.max_users, p.eval.max_history,
                         p.seed)

@@ -1,7 +1,6 @@
 """Stage tokenize@<method>: item vectors -> semantic IDs (data/sids/<method>.parquet + sidecar), the tokenizer
 model directory, metrics/sid_<method>.json and a dvclive curve directory.
 (Named tokenize_items.py because a script called tokenize.py would shadow the standard library module.)"""
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -10,8 +9,7 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from sidrec.config import load_params
-from sidrec.io import StageClock, atomic_path, setup_logging, write_json
+from sidrec.io import atomic_path, start_stage, write_json
 from sidrec.data.cooccur import pair_quality
 from sidrec.tokenizers.atomic import atomic_table
 from sidrec.tokenizers.lamia import lamia_sids
@@ -58,19 +56,12 @@ METHODS = {"rqvae": rqvae, "plum": plum, "atomic": atomic, "lamia": lamia}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--method", required=True, choices=sorted(METHODS))
-    ap.add_argument("--input", required=True, help="content embeddings (.npy), palette vectors (.npy) or items.parquet")
-    ap.add_argument("--pairs", required=True, help="data/pairs.parquet (PLUM's training pairs; held-out pairs for ID quality)")
-    ap.add_argument("--out", required=True, help="data/sids/<method>.parquet")
-    ap.add_argument("--model-dir", required=True)
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--plots", required=True, help="dvclive directory for curves")
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {
+        "--method": {"choices": sorted(METHODS)},
+        "--input": "content embeddings (.npy), palette vectors (.npy) or items.parquet",
+        "--pairs": "data/pairs.parquet (PLUM's training pairs; held-out pairs for ID quality)",
+        "--out": "data/sids/<method>.parquet", "--model-dir": None, "--metrics": None,
+        "--plots": "dvclive directory for curves"})
     pairs = pd.read_parquet(args.pairs)
     with Live(dir=args.plots, dvcyaml=None, save_dvc_exp=False) as live:
         table, save_model, metrics = METHODS[args.method](args, p, live, pairs)

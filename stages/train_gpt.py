@@ -1,6 +1,5 @@
 """Stage train@<tokenizer>-gpt: a GPT-2-config decoder from scratch over a tokenizer's IDs, sliding windows of
 train histories, early stopping on validation NDCG@10, an optional grid search; models/gpt/<tokenizer>."""
-import argparse
 import dataclasses
 import logging
 import math
@@ -10,10 +9,9 @@ import torch
 from accelerate import PartialState
 from dvclive import Live
 
-from sidrec.config import load_params
 from sidrec.data.sequences import make_cases, sliding_windows, train_sequences
 from sidrec.evaluate.accuracy import validation_score
-from sidrec.io import StageClock, read_json, setup_logging, write_json
+from sidrec.io import read_json, start_stage, write_json
 from sidrec.models.gpt import GPTArch, GPTRecommender, SequenceCodec, build_gpt
 from sidrec.models.search import grid
 from sidrec.recommend import DecodeSettings
@@ -42,18 +40,8 @@ def train_one(g, p, codec, windows, valid, decode):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--sids", required=True)
-    ap.add_argument("--events", required=True)
-    ap.add_argument("--split", required=True)
-    ap.add_argument("--out", required=True, help="model directory")
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--plots", required=True)
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--sids": None, "--events": None, "--split": None,
+                                           "--out": "model directory", "--metrics": None, "--plots": None})
     sids, events = SidTable.load(args.sids), pd.read_parquet(args.events)
     cold = set(read_json(args.split)["cold_start_items"])
     codec = SequenceCodec(sids)

@@ -1,30 +1,19 @@
 """Stage train@popularity: train-event counts with a recency window chosen on validation NDCG@10."""
-import argparse
 import logging
 
 import pandas as pd
 
-from sidrec.config import load_params
 from sidrec.data.sequences import make_cases
 from sidrec.evaluate.accuracy import validation_score
-from sidrec.io import StageClock, read_json, setup_logging, write_json
+from sidrec.io import read_json, start_stage, write_json
 from sidrec.models.popularity import PopularityRecommender, popularity_scores
 
 log = logging.getLogger("stages.train_popularity")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--events", required=True)
-    ap.add_argument("--split", required=True)
-    ap.add_argument("--items", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--metrics", required=True)
-    args = ap.parse_args()
-    setup_logging()
-    clock = StageClock()
-    p = load_params(args.params)
+    args, p, clock = start_stage(__doc__, {"--events": None, "--split": None, "--items": None, "--out": None,
+                                           "--metrics": None})
     events = pd.read_parquet(args.events)
     n = len(pd.read_parquet(args.items, columns=["item_id"]))
     cold = set(read_json(args.split)["cold_start_items"])

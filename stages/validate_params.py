@@ -6,11 +6,10 @@ stage has params.yaml itself as a dep (a file, not `params:` keys), so DVC rerun
 it fails with the one-line `error: params: ...` naming the key and the fix. metrics/params_check.json records what
 was checked.
 """
-import argparse
 import logging
 
-from sidrec.config import load_params, read_yaml
-from sidrec.io import setup_logging, write_json
+from sidrec.config import read_yaml
+from sidrec.io import start_stage, write_json
 
 log = logging.getLogger("stages.validate_params")
 
@@ -27,12 +26,7 @@ def count_keys(node) -> tuple[int, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", required=True, help="metrics/params_check.json")
-    args = ap.parse_args()
-    setup_logging()
-    load_params(args.params)  # raises the one-line ParamsError
+    args, _, _ = start_stage(__doc__, {"--out": "metrics/params_check.json"})  # raises the one-line ParamsError
     raw = read_yaml(args.params)
     leaves, maps = count_keys(raw)
     metrics = {"valid": True, "top_level_keys": len(raw), "sections": maps - 1, "keys_checked": leaves}

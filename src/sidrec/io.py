@@ -4,11 +4,13 @@ Every output is written to a temporary sibling and renamed into place, so a cras
 file or directory for DVC to cache. A temporary sibling left by a killed process (SIGKILL skips every cleanup) carries
 the dead writer's pid in its name and is removed by the next write to the same path.
 
-Stage scripts call `setup_logging`, which also reports the user's own mistakes (`ParamsError`, `DataError`: a bad
-params.yaml value or raw file) as the one-line message that names the field and the fix, without a traceback.
+Stage scripts start with `start_stage` (their command line, `setup_logging`, a `StageClock` and the validated
+params.yaml). `setup_logging` also reports the user's own mistakes (`ParamsError`, `DataError`: a bad params.yaml value
+or raw file) as the one-line message that names the field and the fix, without a traceback.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -20,9 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from sidrec.config import Params
 
 log = logging.getLogger("sidrec")
 
@@ -31,6 +37,28 @@ def setup_logging() -> None:
     """Log format for stage scripts; user errors (bad params or raw data) exit with their one-line message."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sys.excepthook = _user_error_hook
+
+
+def start_stage(doc: str | None, flags: dict[str, str | dict | None], params_help: str | None = None,
+                argv: list[str] | None = None) -> tuple[argparse.Namespace, Params, StageClock]:
+    """The start of a stage script's `main()`: parse its command line, set up logging, start the clock, load params.
+
+    The command line is `--params` (default params.yaml; `params_help` documents which keys the stage reads) and
+    the required `flags`, in order: each maps to its help text (None for none) or to a dict of further
+    `add_argument` keywords (e.g. `{"choices": [...], "help": "..."}`). `doc` (the script's `__doc__`) is the
+    `--help` description. A missing flag exits 2 with argparse's usage error naming it; a bad params.yaml exits 1
+    with the one-line `error: params: ...`. `argv`: the arguments to parse (default: the command line's).
+    Returns (args, params, clock)."""
+    from sidrec.config import load_params
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--params", default="params.yaml", help=params_help)
+    for flag, spec in flags.items():
+        ap.add_argument(flag, required=True, **(spec if isinstance(spec, dict) else {"help": spec}))
+    args = ap.parse_args(argv)
+    setup_logging()
+    clock = StageClock()
+    return args, load_params(args.params), clock
 
 
 def _user_error_hook(exc_type, exc, tb) -> None:
