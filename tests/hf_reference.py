@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig
 
-from sidrec.generate import NEG_INF, ItemTrie, _as_trie, _left_pad
+from sidrec.generate import NEG_INF, ItemTrie, _as_trie, left_pad
 
 
 def _hf_results(trie: ItemTrie, paths: torch.Tensor, beam_scores: torch.Tensor, k: int,
@@ -54,7 +54,7 @@ def hf_generate_topk(model, prompts: Sequence[Sequence[int]], trie: ItemTrie | n
     items = np.full((len(prompts), k), -1, dtype=np.int64)
     scores = np.full((len(prompts), k), NEG_INF, dtype=np.float32)
     for start in range(0, len(prompts), batch_size):
-        ids, mask, _ = _left_pad(prompts[start:start + batch_size], pad_token_id, device)
+        ids, mask, _ = left_pad(prompts[start:start + batch_size], pad_token_id, device)
         t = ids.shape[1]
 
         def allowed_fn(batch_id: int, sent: torch.Tensor) -> list[int]:

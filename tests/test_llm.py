@@ -338,7 +338,6 @@ def test_a_loaded_llm_prompts_in_the_format_its_sft_objective_trained(setup, tmp
     meta = {"sid_token_ids": ids.tolist(), "vocab_sizes": sids.vocab_sizes, "noun": "movie", "max_history": 2}
     save_llm(tmp_path / "m", model, tok, meta if objective is None else {**meta, "objective": objective})
     rec = LLMRecommender.load(tmp_path / "m", sids, DecodeSettings(beam_size=5, batch_size=2))
-    # object dtype: pandas 3 would store None as NaN in a string column, which `_prompts` reads as a constraint
     cases = pd.DataFrame({"history": [[0, 1, 2], [3]], "constraint": pd.Series([None, "Horror"], dtype=object)})
     plain, steered = rec._prompts(cases)
     loaded = rec.codec  # the saved tokenizer's codec
@@ -349,6 +348,19 @@ def test_a_loaded_llm_prompts_in_the_format_its_sft_objective_trained(setup, tmp
     else:  # models without the key predate the dense objective: the one-target prompt
         assert plain == loaded.sequence([1, 2]) + recommend
     assert steered[-len(recommend):] == recommend and len(steered) > len(loaded.sequence([3])) + len(recommend)
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), ""])
+def test_a_missing_constraint_in_a_string_column_is_no_constraint(setup, tmp_path, missing):
+    """pandas 3 stores None in a str column as NaN (truthy); it must not become the constraint "nan"."""
+    model, tok, sids, ids, _ = setup
+    save_llm(tmp_path / "m", model, tok, {"sid_token_ids": ids.tolist(), "vocab_sizes": sids.vocab_sizes,
+                                          "noun": "movie", "max_history": 2, "objective": "last"})
+    rec = LLMRecommender.load(tmp_path / "m", sids, DecodeSettings(beam_size=5, batch_size=2))
+    cases = pd.DataFrame({"history": [[0, 1], [0, 1]], "constraint": pd.Series([missing, "Horror"])})
+    plain, steered = rec._prompts(cases)
+    assert plain == rec.codec.prompt([0, 1], None)
+    assert steered == rec.codec.prompt([0, 1], "Horror") and steered != plain
 
 
 def test_bf16_decode_casts_once_and_keeps_the_contract(setup, tmp_path):

@@ -139,6 +139,11 @@ class ItemTrie:
         offsets = self.offsets[len(prefix)]
         return self.edge_tokens[len(prefix)][int(offsets[node]) : int(offsets[node + 1])]
 
+    def item_nodes(self, items: np.ndarray) -> np.ndarray:
+        """(len(items), P) int64: the node of each item's path at depths 1..P (its prefix of d + 1 tokens at column
+        d; the last column is its leaf)."""
+        return self._item_nodes[torch.from_numpy(np.asarray(items, dtype=np.int64))].numpy()
+
     def leaf_items(self, leaves: torch.Tensor) -> torch.Tensor:
         """Leaf node ids (any shape, -1 = invalid) -> item ids of the same shape (-1 = invalid)."""
         items = self._leaf_item[leaves.clamp(min=0)]
@@ -150,8 +155,8 @@ class ItemTrie:
 
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-pad token lists; returns input_ids, attention_mask and position_ids, each (B, T) int64."""
     if any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
@@ -217,6 +222,12 @@ def _last_logits_only(model) -> dict:
     return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool "may attend" mask as the additive float mask attention adds to its scores: 0 where allowed, the
+    dtype's minimum elsewhere (what transformers' eager attention takes, and sdpa given a float mask)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def _tree_mask(prompt_mask: torch.Tensor, ancestors: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Additive 4-D attention mask of one decode step: each new beam token sees the prompt, its ancestors, itself.
 
@@ -230,7 +241,7 @@ def _tree_mask(prompt_mask: torch.Tensor, ancestors: torch.Tensor, dtype: torch.
     b, k, _ = ancestors.shape
     own = torch.eye(k, dtype=torch.bool, device=ancestors.device).expand(b, k, k)
     keep = torch.cat([prompt_mask.bool()[:, None, :].expand(b, k, -1), ancestors, own], dim=2)
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)[:, None]
+    return additive_mask(keep, dtype)[:, None]
 
 
 @torch.inference_mode()
@@ -252,7 +263,7 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: ItemTrie, beam_
     param = next(model.parameters())
     device, dtype = param.device, param.dtype if param.dtype.is_floating_point else torch.float32
     b, k = len(prompts), beam_size
-    ids, mask, pos = _left_pad(prompts, pad_token_id, device)
+    ids, mask, pos = left_pad(prompts, pad_token_id, device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **_last_logits_only(model))
     cache, logits = out.past_key_values, out.logits[:, -1]  # logits (b, V)
     next_pos = pos[:, -1] + 1  # (b,)
@@ -434,7 +445,7 @@ def cold_fill(trie: ItemTrie, beams: Beams, cold_items: Sequence[int], slots: in
     slots = min(slots, k)
     cold = np.unique(np.asarray(list(cold_items), dtype=np.int64))
     # per prefix depth d + 1: trie node -> the cold items below it (item id order)
-    nodes = trie._item_nodes[torch.from_numpy(cold)].numpy()  # (C, P): node of each cold item at depths 1..P
+    nodes = trie.item_nodes(cold)  # (C, P): node of each cold item at depths 1..P
     below: list[dict[int, list[int]]] = []
     for d in range(trie.depth - 1):
         table: dict[int, list[int]] = {}

@@ -36,9 +36,7 @@ def cpt_corpus(codec: PromptCodec, events: pd.DataFrame, window: int, max_sequen
                heldout: float, seed: int) -> tuple[list[list[int]], list[list[int]], dict]:
     """Returns (shuffled training sequences, held-out history sentences, counts)."""
     rng = np.random.default_rng(seed)
-    windows = history_windows(events, window)
-    if max_sequences and len(windows) > max_sequences:
-        windows = [windows[i] for i in np.sort(rng.choice(len(windows), max_sequences, replace=False))]
+    windows = _sample(history_windows(events, window), max_sequences, rng)
     order = rng.permutation(len(windows))
     n_held = max(1, int(round(heldout * len(windows))))
     held = [codec.sequence(windows[i]) for i in order[:n_held]]

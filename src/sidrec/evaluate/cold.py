@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sidrec.data.sequences import make_cases
-from sidrec.evaluate.metrics import cold_share, ndcg_at_k, target_ranks
+from sidrec.evaluate.metrics import cold_share, ndcg_at_k, recall_at_k, target_ranks
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def score_lists(items: np.ndarray, cases: pd.DataFrame, counts: dict, k: int) ->
     """Estimated overall NDCG@k (cold and warm means weighted by their validation shares) and cold Recall@k."""
     ranks = target_ranks(items, cases["target"].to_numpy())
     gain = ndcg_at_k(ranks, k)
-    hit = ((ranks >= 0) & (ranks < k)).astype(float)
+    hit = recall_at_k(ranks, k)
     is_cold = cases["cold"].to_numpy()
     total = counts["cold_total"] + counts["warm_total"]
     cold_ndcg = float(gain[is_cold].mean()) if is_cold.any() else 0.0
@@ -95,6 +95,6 @@ def unconstrained_cold(rec, cases: pd.DataFrame, cold_items, k: int) -> dict:
     items, _ = rec.unconstrained(cold_cases, k)
     ranks = target_ranks(items, cold_cases["target"].to_numpy())
     valid = items >= 0
-    return {"cases": int(len(cold_cases)), f"recall@{k}": float(((ranks >= 0) & (ranks < k)).mean()),
+    return {"cases": int(len(cold_cases)), f"recall@{k}": float(recall_at_k(ranks, k).mean()),
             "valid_share": float(valid.mean()), "cold_share_of_valid": cold_share(items, cold_items),
             "cases_with_a_cold_item": float(np.isin(items, np.asarray(sorted(cold_items))).any(axis=1).mean())}

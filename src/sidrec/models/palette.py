@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from sidrec.generate import additive_mask
+from sidrec.models.llm.surgery import LoraSettings, grow_vocabulary, with_lora
 from sidrec.models.palette_data import IGNORE, PaletteCollator, build_examples
 
 log = logging.getLogger(__name__)
@@ -52,20 +54,14 @@ def add_palette_tokens(model, tok, length: int, seed: int) -> tuple[np.ndarray, 
     Returns:
         (L,) LaP token ids, (L,) LdP token ids.
     """
-    names = lap_token_names(length) + ldp_token_names(length)
-    if any(n in tok.get_vocab() for n in names):
-        raise ValueError("palette: the tokenizer already has palette tokens; start from models/llm_base")
-    tok.add_tokens(names, special_tokens=True)
-    ids = np.asarray(tok.convert_tokens_to_ids(names), dtype=np.int64)
-    old = model.get_input_embeddings().weight.shape[0]
-    model.resize_token_embeddings(max(old, int(ids.max()) + 1), mean_resizing=False)
+    ids, old = grow_vocabulary(model, tok, lap_token_names(length) + ldp_token_names(length), "palette tokens",
+                               special=True)
     weight = model.get_input_embeddings().weight
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         std, mean = float(weight[:old].std()), weight[:old].mean(0)
         weight[ids[:length]] = (std * torch.randn(length, weight.shape[1], generator=gen)).to(weight.dtype)
         weight[ids[length:]] = mean.to(weight.dtype)
-    model.config.vocab_size = weight.shape[0]
     return ids[:length], ids[length:]
 
 
@@ -89,7 +85,7 @@ def model_mask(allowed: torch.Tensor, lm) -> torch.Tensor:
     """A (B, 1, Q, K) bool "may attend" mask in the form the model's attention takes as-is (transformers 5.x
     passes 4-D masks through): bool for sdpa / flex attention, additive float (0 or dtype min) for eager."""
     if lm.config._attn_implementation == "eager":
-        return torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        return additive_mask(allowed, torch.float32)
     return allowed
 
 
@@ -251,7 +247,6 @@ def learn_palette(model, tok, items, cfg, length: int, lora_rank: int, seed: int
         PaletteResult; metrics hold the last epoch's train losses, before/after scores on `cfg.eval_items` items
         (every task) and the final hinge losses over the catalogue (a seeded sample of 2048 items when larger).
     """
-    from sidrec.models.llm import LoraSettings, with_lora
     from sidrec.train import LoopConfig, fit
 
     torch.manual_seed(seed)
