@@ -4,6 +4,7 @@ import logging
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -219,10 +220,10 @@ def test_optional_steer_and_sid_tables(fake_run):
 def test_matplotlib_fallback_when_vl_convert_fails(fake_run, monkeypatch, caplog):
     tmp_path, metrics_dir, eval_dir = fake_run
 
-    def broken(spec):
+    def broken(spec, scale=1):
         raise RuntimeError("renderer unavailable")
 
-    monkeypatch.setattr(report, "_render_vegalite", broken)
+    monkeypatch.setitem(sys.modules, "vl_convert", types.SimpleNamespace(vegalite_to_png=broken))
     with caplog.at_level(logging.WARNING, logger="sidrec"):
         _run(tmp_path, metrics_dir, eval_dir)
     assert "vl-convert failed" in caplog.text

@@ -22,15 +22,15 @@ import numpy as np
 import pandas as pd
 
 from sidrec.evaluate.metrics import bootstrap_ci, count_users, ndcg_at_k, paired_bootstrap, recall_at_k
+from sidrec.evaluate.report_render import (MISSING, NOT_RUN, bar_chart_png, fmt_ci, fmt_scalar, md_table,
+                                           write_png)
 from sidrec.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
 CASE_COLUMNS = ("case_id", "user_id", "target", "cold", "rank")
-NOT_RUN = "not run"
 NOT_MEASURED = "seed spread: not measured"
 _METRIC_KEY = re.compile(r"^(recall|ndcg)@(\d+)$")
-_MISSING = "—"
 
 
 class ReportError(ValueError):
@@ -207,32 +207,6 @@ def verdict(diff: float, ci_low: float, ci_high: float, sds: dict[str, float | N
     return "real"
 
 
-def fmt_ci(block: dict, key: str) -> str:
-    """`0.0512 [0.046, 0.057]` from `block[key]`, `block[key_ci_low]`, `block[key_ci_high]`."""
-    if key not in block:
-        return _MISSING
-    low, high = block.get(f"{key}_ci_low"), block.get(f"{key}_ci_high")
-    if low is None or high is None:
-        return f"{block[key]:.4f}"
-    return f"{block[key]:.4f} [{low:.3f}, {high:.3f}]"
-
-
-def fmt_scalar(v) -> str:
-    """A table cell for a scalar: 4 significant digits for floats, text otherwise."""
-    if v is None:
-        return _MISSING
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v).replace("|", "\\|")
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def flatten_scalars(d: dict, prefix: str = "") -> dict:
     """Nested dict -> {"a.b.c": scalar}; lists and other non-scalars are dropped."""
     out = {}
@@ -271,7 +245,7 @@ def accuracy_section(results: list[SystemResult], ks: list[int], not_run: list[s
     rows = [[r.name] + [fmt_ci(r.metrics["test"], m) for m in metrics]
             + [f"{r.metrics[e]:.4f}" if isinstance(r.metrics.get(e), float) else fmt_scalar(r.metrics.get(e))
                for e in extras] for r in results]
-    rows += [[name, NOT_RUN] + [_MISSING] * (len(metrics) + len(extras) - 1) for name in not_run]
+    rows += [[name, NOT_RUN] + [MISSING] * (len(metrics) + len(extras) - 1) for name in not_run]
     n, u = len(results[0].cases), results[0].metrics["test_users"]
     return (f"## Accuracy\n\nMean over the same {cases_from_users(n, u)} with 95% per-user bootstrap intervals "
             f"(users drawn with replacement, each with all of its cases); sorted by {metrics[-1]}.\n\n"
@@ -288,7 +262,7 @@ def unit_section(results: list[SystemResult], k: int, n_boot: int, seed: int) ->
             v = fn(ranks, k)
             (ul, uh), (cl, ch) = (bootstrap_ci(v, u, n_boot=n_boot, seed=seed) for u in (users, None))
             row += [f"[{ul:.4f}, {uh:.4f}]", f"[{cl:.4f}, {ch:.4f}]", f"{(uh - ul) / (ch - cl):.2f}" if ch > cl
-                    else _MISSING]
+                    else MISSING]
         rows.append(row)
     n, u = len(results[0].cases), results[0].metrics["test_users"]
     return (f"## Per-user vs case-level intervals (k = {k})\n\nThe same {cases_from_users(n, u)}, 95% intervals "
@@ -324,7 +298,7 @@ def paired_section(results: list[SystemResult], baseline: str, k: int, n_boot: i
         sds = {r.name: seed_sd(spread, r.name, f"ndcg@{k}"), baseline: seed_sd(spread, baseline, f"ndcg@{k}")}
         rows.append([r.name, f"{res['diff']:+.4f}", f"[{res['ci_low']:+.4f}, {res['ci_high']:+.4f}]",
                      f"{res['p_value']:.4f}", _fmt_sd(sds), verdict(res["diff"], res["ci_low"], res["ci_high"], sds)])
-    rows += [[name, NOT_RUN, _MISSING, _MISSING, _MISSING, NOT_RUN] for name in not_run]
+    rows += [[name, NOT_RUN, MISSING, MISSING, MISSING, NOT_RUN] for name in not_run]
     note = (f"Difference = system minus `{baseline}` in mean per-case NDCG@{k} over the same "
             f"{cases_from_users(len(base), count_users(users))}; 95% percentile interval and two-sided p-value from "
             f"{n_boot} paired bootstrap resamples of users (both systems resampled with the same users, each user "
@@ -349,15 +323,15 @@ def seed_spread_section(results: list[SystemResult], spread: dict | None, not_ru
     for name in [r.name for r in results] + list(not_run):
         entry = spread["systems"].get(name)
         if not entry:
-            rows.append([name, "not measured", _MISSING, _MISSING])
+            rows.append([name, "not measured", MISSING, MISSING])
             continue
         cells = []
         for key in ("ndcg@10", "recall@10"):
             values = entry.get(key) if isinstance(entry.get(key), list) and entry.get(key) else None
             mean = entry.get(f"{key}_mean", float(np.mean(values)) if values else None)
             sd = seed_sd(spread, name, key)
-            cells.append(_MISSING if mean is None else f"{mean:.4f} ± {sd:.4f}" if sd is not None else f"{mean:.4f}")
-        rows.append([name, ", ".join(map(str, entry.get("seeds", []))) or _MISSING, *cells])
+            cells.append(MISSING if mean is None else f"{mean:.4f} ± {sd:.4f}" if sd is not None else f"{mean:.4f}")
+        rows.append([name, ", ".join(map(str, entry.get("seeds", []))) or MISSING, *cells])
     command = f" Measured by `{spread['command']}`." if spread.get("command") else ""
     return (title + f"Test score over training seeds (mean ± sample sd; each run scored on the test set, here "
             f"{cases_from_users(n, u)}).{command}\n\n"
@@ -378,7 +352,7 @@ def cold_start_section(results: list[SystemResult], k: int, not_run: list[str] =
         eps = r.metrics.get("cold_epsilon", {})
         applies = eps.get("applies", False)
         base = r.metrics.get("eps0", {}).get("cold_start", {})
-        cost = _MISSING
+        cost = MISSING
         if applies and eps.get("chosen", 0.0) > 0 and "rank_eps0" in r.cases:
             users = r.cases["user_id"].to_numpy()
             d = paired_bootstrap(ndcg_at_k(r.cases["rank"].to_numpy(), k), ndcg_at_k(r.cases["rank_eps0"].to_numpy(), k),
@@ -388,15 +362,15 @@ def cold_start_section(results: list[SystemResult], k: int, not_run: list[str] =
             cost = "0 (epsilon 0)"
         free = r.metrics.get("cold_start_unconstrained", {})
         share = r.metrics.get(f"cold_share@{k}")
-        rows.append([r.name, str(n), str(r.metrics.get("cold_start_users", _MISSING)), fmt_ci(cold, f"recall@{k}"),
+        rows.append([r.name, str(n), str(r.metrics.get("cold_start_users", MISSING)), fmt_ci(cold, f"recall@{k}"),
                      fmt_ci(cold, f"ndcg@{k}"), f"{eps.get('chosen', 0.0):.1f}" if applies else "n/a",
-                     f"{base[f'recall@{k}']:.4f}" if applies and f"recall@{k}" in base else _MISSING,
-                     f"{share:.4f}" if isinstance(share, float) else _MISSING, cost,
+                     f"{base[f'recall@{k}']:.4f}" if applies and f"recall@{k}" in base else MISSING,
+                     f"{share:.4f}" if isinstance(share, float) else MISSING, cost,
                      f"{free[f'recall@{k}']:.4f} ({free.get('cold_share_of_valid', 0.0):.4f})"
-                     if f"recall@{k}" in free else _MISSING])
+                     if f"recall@{k}" in free else MISSING])
         if n and cold.get(f"recall@{k}", 0.0) == 0.0:
             blind.append(f"`{r.name}`")
-    rows += [[name, NOT_RUN] + [_MISSING] * 8 for name in not_run]
+    rows += [[name, NOT_RUN] + [MISSING] * 8 for name in not_run]
     ref = results[0].metrics
     text = (f"## Cold start\n\nTest cases whose target had zero training events: "
             f"{cases_from_users(ref['cold_start']['cases'], ref.get('cold_start_users', 0))}; 95% intervals resample "
@@ -463,50 +437,6 @@ def optional_sections(metrics_dir: str | Path, systems: list[str], steer_dir: st
     return out
 
 
-def _bar_spec(rows: list[dict], label: str) -> dict:
-    """Vega-Lite: one bar per system (listed order) with a bootstrap-interval error bar."""
-    x = {"field": "system", "type": "nominal", "sort": [r["system"] for r in rows], "axis": {"labelAngle": -30}}
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": f"{label} with 95% per-user bootstrap intervals", "width": max(160, 60 * len(rows)), "height": 240,
-        "data": {"values": rows},
-        "layer": [
-            {"mark": "bar", "encoding": {"x": x, "y": {"field": "value", "type": "quantitative", "title": label}}},
-            {"mark": {"type": "errorbar", "ticks": {"size": 14}, "color": "black"},
-             "encoding": {"x": x, "y": {"field": "low", "type": "quantitative", "title": label},
-                          "y2": {"field": "high"}}},
-        ],
-    }
-
-
-def _render_vegalite(spec: dict) -> bytes:
-    import vl_convert
-
-    return vl_convert.vegalite_to_png(spec, scale=2)
-
-
-def _render_matplotlib(rows: list[dict], label: str) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    values = np.array([r["value"] for r in rows])
-    err = np.array([[r["value"] - r["low"] for r in rows], [r["high"] - r["value"] for r in rows]])
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.0 * len(rows)), 3.5))
-    ax.bar([r["system"] for r in rows], values, yerr=np.clip(err, 0, None), capsize=4)
-    ax.set_ylabel(label)
-    ax.set_title(f"{label} with 95% per-user bootstrap intervals", fontsize=10)
-    ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def write_bar_chart(results: list[SystemResult], key: str, path: str | Path) -> Path:
     """Bar chart of `test[key]` per system with CI error bars, written atomically as PNG.
 
@@ -522,16 +452,7 @@ def write_bar_chart(results: list[SystemResult], key: str, path: str | Path) -> 
              "high": r.metrics["test"].get(f"{key}_ci_high")} for r in results]
     rows = [{**row, "low": row["low"] if row["low"] is not None else row["value"],
              "high": row["high"] if row["high"] is not None else row["value"]} for row in rows]
-    label = key.replace("recall", "Recall").replace("ndcg", "NDCG")
-    try:
-        png = _render_vegalite(_bar_spec(rows, label))
-    except Exception as e:  # noqa: BLE001 - any renderer failure falls back to matplotlib
-        log.warning("report: vl-convert failed (%s: %s); rendering %s with matplotlib", type(e).__name__, e, path)
-        png = _render_matplotlib(rows, label)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png)
-    return path
+    return write_png(path, bar_chart_png(rows, key.replace("recall", "Recall").replace("ndcg", "NDCG")))
 
 
 def build_report(metrics_dir: str | Path, eval_dir: str | Path, systems: list[str], out: str | Path,

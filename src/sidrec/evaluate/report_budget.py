@@ -15,14 +15,14 @@ stopped at each budget: an early point is a model mid-schedule.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from sidrec.io import atomic_path, read_json
+from sidrec.evaluate.report_render import curve_png, md_table, write_png
+from sidrec.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,7 @@ def budget_section(metrics_dir: str | Path, systems: list[str]) -> str:
         return ""
     head = ["system", "reader", "supervised next-item targets", "+ CPT history targets", "tokens processed",
             "trainable parameters", "core-minutes of training", "history length"]
-    table = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |"
-                                                                                 for r in rows])
+    table = md_table(head, rows)
     return ("## Training budget\n\n"
             "What each system's training consumed. GPT: the chosen learning rate's run, all epochs until early "
             "stopping (targets and tokens), the whole stage's time including the grid search. LLM: SFT's targets "
@@ -108,42 +107,6 @@ def _crossing(a: list[dict], b: list[dict], key: str) -> float | None:
     return float(np.exp(grid[flips[0] + 1])) if len(flips) else None
 
 
-def _curve_png(series: dict[str, list[dict]], key: str) -> bytes:
-    rows = [{"system": s, "targets": r["targets"], "value": r[key]} for s, pts in series.items() for r in pts]
-    label = key.removeprefix("valid_").replace("ndcg", "NDCG").replace("recall", "Recall")
-    spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-            "title": f"Validation {label} against supervised next-item targets seen", "width": 420, "height": 260,
-            "data": {"values": rows}, "mark": {"type": "line", "point": True},
-            "encoding": {"x": {"field": "targets", "type": "quantitative", "scale": {"type": "log"},
-                               "title": "supervised next-item targets seen (log)"},
-                         "y": {"field": "value", "type": "quantitative", "title": f"validation {label}"},
-                         "color": {"field": "system", "type": "nominal"}}}
-    try:
-        import vl_convert
-
-        return vl_convert.vegalite_to_png(spec, scale=2)
-    except Exception as e:  # noqa: BLE001 - any renderer failure falls back to matplotlib
-        log.warning("report: vl-convert failed (%s: %s); rendering the learning curve with matplotlib",
-                    type(e).__name__, e)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for s, pts in series.items():
-        ax.plot([r["targets"] for r in pts], [r[key] for r in pts], marker="o", label=s)
-    ax.set_xscale("log")
-    ax.set_xlabel("supervised next-item targets seen (log)")
-    ax.set_ylabel(f"validation {label}")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def curve_section(metrics_dir: str | Path, systems: list[str], png: str | Path, report_dir: str | Path,
                   k: int = 10) -> str:
     """Markdown learning-curve section (table + figure written to `png`), or "" when no system has a curve."""
@@ -153,9 +116,7 @@ def curve_section(metrics_dir: str | Path, systems: list[str], png: str | Path, 
               if b is not None and b["curve"] and key in b["curve"][0]}
     if not series:
         return ""
-    png = Path(png)
-    with atomic_path(png) as tmp:
-        tmp.write_bytes(_curve_png(series, key))
+    png = write_png(png, curve_png(series, key))
     rows = [f"| `{s}` | {budgets[s]['reader']} | " + ", ".join(f"{r['targets']:,}: {r[key]:.4f}" for r in pts) + " |"
             for s, pts in series.items()]
     notes = []

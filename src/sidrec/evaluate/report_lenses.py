@@ -16,22 +16,12 @@ import numpy as np
 import pandas as pd
 
 from sidrec.evaluate.metrics import bootstrap_ci, count_users, paired_bootstrap
+from sidrec.evaluate.report_render import MISSING, NOT_RUN, fmt_fixed, md_table
 from sidrec.io import read_json
 
 log = logging.getLogger(__name__)
 
-_MISSING = "—"
 STEER_COLUMNS = ("case_id", "user_id", "source", "constraint", "history", "topk", "satisfied", "closeness")
-NOT_RUN = "not run"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _f(v, digits: int = 3) -> str:
-    return _MISSING if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
 
 
 def load_steer(metrics_dir: str | Path, steer_dir: str | Path, systems: list[str]) -> dict[str, tuple[dict, pd.DataFrame]]:
@@ -83,18 +73,20 @@ def steer_section(steer: dict[str, tuple[dict, pd.DataFrame]], titles: list[str]
         sat = c["satisfied"].to_numpy(float)
         low, high = bootstrap_ci(sat, c["user_id"].to_numpy(), n_boot=n_boot, seed=seed)
         ci = f" [{low:.3f}, {high:.3f}]" if sat.size else ""
-        rows.append([s, "yes" if m.get("reads_constraints") else "no", _f(float(sat.mean()) if sat.size else None)
-                     + ci, _f(m.get("base_rate")), _f(m.get(f"closeness@{k}")), _f(m.get(f"reference_closeness@{k}"))])
-    rows += [[s, NOT_RUN, *[_MISSING] * 4] for s in not_run]
-    text += _table(["system", "reads text", f"satisfied@{k}", "base rate", f"closeness@{k}",
-                    f"reference closeness@{k}"], rows)
+        rows.append([s, "yes" if m.get("reads_constraints") else "no",
+                     fmt_fixed(float(sat.mean()) if sat.size else None) + ci, fmt_fixed(m.get("base_rate")),
+                     fmt_fixed(m.get(f"closeness@{k}")), fmt_fixed(m.get(f"reference_closeness@{k}"))])
+    rows += [[s, NOT_RUN, *[MISSING] * 4] for s in not_run]
+    text += md_table(["system", "reads text", f"satisfied@{k}", "base rate", f"closeness@{k}",
+                      f"reference closeness@{k}"], rows)
     pairs = list(dict.fromkeys(p for m, _ in steer.values() for p in m.get("pairs", {})))
     if pairs:
         groups = {f"{a}->{b}": g for (a, b), g in first.groupby(["source", "constraint"], sort=False)}
-        text += f"\n\nsatisfied@{k} per pair:\n\n" + _table(
+        text += f"\n\nsatisfied@{k} per pair:\n\n" + md_table(
             ["pair", "cases", "users", *steer],
             [[p, str(len(groups.get(p, ()))), str(count_users(groups[p]["user_id"]) if p in groups else 0),
-              *[_f(m.get("pairs", {}).get(p, {}).get(f"satisfied@{k}")) for m, _ in steer.values()]] for p in pairs])
+              *[fmt_fixed(m.get("pairs", {}).get(p, {}).get(f"satisfied@{k}")) for m, _ in steer.values()]]
+             for p in pairs])
     text += _paired_steer(steer, k, n_boot, seed)
     return text + _examples(steer, titles, genres, examples, shown)
 
@@ -117,7 +109,7 @@ def _paired_steer(steer: dict, k: int, n_boot: int, seed: int) -> str:
     return (f"\n\nPaired bootstrap over the same {len(users)} cases from {count_users(users)} users against `{ref}`, "
             f"the constraint-blind system that happens to meet the requested genre most often (users resampled "
             f"jointly for both systems, each with all of its cases):\n\n"
-            + _table(["system", f"Δ satisfied@{k}", "95% CI (per user)", "p-value"], rows))
+            + md_table(["system", f"Δ satisfied@{k}", "95% CI (per user)", "p-value"], rows))
 
 
 def _examples(steer: dict, titles: list[str], genres: list, n: int, shown: int) -> str:
@@ -148,12 +140,13 @@ def llm_section(metrics_dir: str | Path, tokenizers: list[str]) -> str:
         c, s = read_json(cpt_p), read_json(sft_p) if sft_p.exists() else {}
         rows.append([t, f"{c['heldout_ppl_before']:.1f} -> {c['heldout_ppl_after']:.1f}",
                      f"{c['heldout_ppl_sid_before']:.1f} -> {c['heldout_ppl_sid_after']:.1f}",
-                     str(c.get("new_tokens", _MISSING)), _f(s.get("valid_ndcg@10"), 4), _f(s.get("valid_recall@10"), 4),
+                     str(c.get("new_tokens", MISSING)), fmt_fixed(s.get("valid_ndcg@10"), 4),
+                     fmt_fixed(s.get("valid_recall@10"), 4),
                      f"{(c.get('runtime_s') or 0) / 60:.1f} + {(s.get('runtime_s') or 0) / 60:.1f}"])
     if not rows:
         return ""
     return ("## LLM path\n\nContinued pre-training on the bilingual corpus (identity sentences both ways + train-history "
             "sentences): perplexity on held-out history sentences before -> after, over all tokens and over the SID "
             "tokens only; then the instruction-tuned model's NDCG@10 / Recall@10 on a seeded sample of validation "
-            "cases.\n\n" + _table(["tokenizer", "held-out ppl", "held-out SID-token ppl", "new tokens",
+            "cases.\n\n" + md_table(["tokenizer", "held-out ppl", "held-out SID-token ppl", "new tokens",
                                     "sft valid ndcg@10", "sft valid recall@10", "minutes (cpt + sft)"], rows))
