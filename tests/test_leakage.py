@@ -137,10 +137,13 @@ def test_window_with_a_test_event_fails(build):
     assert "(test)" in msg, msg  # the example shows the raw event's period
 
 
+def all_events(events):
+    """A sequence builder that forgot the split: every event of each user, in time order."""
+    return [g.to_numpy() for _, g in events.groupby("user_id", sort=True)["item_id"]]
+
+
 def test_window_builder_reading_all_events_fails(build, monkeypatch):
     """A train stage whose sequence builder forgot the split: the rebuilt windows leak."""
-    def all_events(events):
-        return [g.to_numpy() for _, g in events.groupby("user_id", sort=True)["item_id"]]
     monkeypatch.setattr(sequences, "train_sequences", all_events)
     with pytest.raises(DataError) as e:
         build.check()
@@ -149,8 +152,6 @@ def test_window_builder_reading_all_events_fails(build, monkeypatch):
 
 def test_corpus_builder_reading_test_events_fails(build, monkeypatch):
     """CPT and SFT built from histories that include held-out events: both corpora leak."""
-    def all_events(events):
-        return [g.to_numpy() for _, g in events.groupby("user_id", sort=True)["item_id"]]
     monkeypatch.setattr(corpus_build, "train_sequences", all_events)
     with pytest.raises(DataError) as e:
         build.check()
