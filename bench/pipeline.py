@@ -100,7 +100,7 @@ def main() -> None:
     steps = needed(read_dag(clone)[0], args.targets)
     by_name = {s.stage: s for s in steps}
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    env = stage_env(threads)
+    env = stage_env(threads, clone)
     # the committed metrics' runtime_s order the ready stages (longest remaining chain first)
     priority = remaining_work(steps, {s.stage: max(recorded(ROOT, s, "runtime_s"), 1.0) for s in steps})
     log_dir = work / "logs"

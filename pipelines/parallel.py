@@ -160,10 +160,14 @@ def default_log_dir(root: Path) -> Path:
     return Path(root) / ".dvc" / "tmp" / "repro-logs"
 
 
-def stage_env(threads: int) -> dict:
-    """The environment of a stage process: offline hub, and `threads` for every thread pool torch and numpy use."""
+def stage_env(threads: int, root: Path) -> dict:
+    """The environment of a stage process: offline hub, `threads` for every thread pool torch and numpy use, and
+    `root`/src first on the import path, so a stage imports the sidrec of the project it runs in (not the checkout
+    an editable install points to, e.g. when `bench/pipeline.py` runs a clone)."""
     t = str(threads)
+    path = os.pathsep.join(p for p in (str(Path(root) / "src"), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": path,
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
             "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t}
 
@@ -196,7 +200,7 @@ def repro(root: Path, targets: Sequence[str] = (), jobs: int | None = None, thre
     priority = remaining_work(steps, {s.stage: max(recorded(root, s, "runtime_s"), 1.0) for s in steps})
     log_dir = Path(log_dir) if log_dir else default_log_dir(root)
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = stage_env(threads)
+    env = stage_env(threads, root)
 
     def run(name: str) -> StageRun:
         wall, rss, code = run_stage(root, name, log_dir / f"{name}.log", env)

@@ -5,13 +5,15 @@ when they started and ended.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from pipelines.parallel import StageRun, needed, remaining_work, schedule
+from pipelines.parallel import StageRun, needed, remaining_work, schedule, stage_env
 
 
 @dataclass(frozen=True)
@@ -94,3 +96,15 @@ def test_needed_keeps_dag_order_and_rejects_unknown_targets() -> None:
     assert [s.stage for s in needed(STEPS, [])] == [s.stage for s in STEPS]
     with pytest.raises(SystemExit, match="nope"):
         needed(STEPS, ["nope"])
+
+
+def test_a_stage_imports_the_sidrec_of_the_project_it_runs_in(tmp_path):
+    """bench/pipeline.py runs a clone: its stages must run the clone's code, not the checkout sidrec is installed from."""
+    pkg = tmp_path / "src" / "sidrec"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    env = stage_env(1, tmp_path)
+    where = subprocess.run([sys.executable, "-c", "import sidrec; print(sidrec.__file__)"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert where == str(pkg / "__init__.py")
+    assert env["OMP_NUM_THREADS"] == "1" and env["HF_HUB_OFFLINE"] == "1"
