@@ -1,5 +1,5 @@
 """User sequences (sidrec.data.sequences): training windows cover every target, train windows see train events
-only (the leakage rule), and evaluation cases follow the protocol of DESIGN.md on a hand-made log."""
+only (the leakage rule), and evaluation cases follow the protocol of docs/evaluation.md on a hand-made log."""
 import numpy as np
 import pandas as pd
 import pytest
