@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from transformers import GenerationConfig
 
-from sidrec.generate import NEG_INF, ItemTrie, _as_trie, left_pad
+from sidrec.generate.beam import NEG_INF, _as_trie, left_pad
+from sidrec.generate.trie import ItemTrie
 
 
 def _hf_results(trie: ItemTrie, paths: torch.Tensor, beam_scores: torch.Tensor, k: int,

@@ -3,7 +3,7 @@
 A user history becomes one flat stream `[BOS] <p0_12> <p1_55> <p2_108> <p3_0> [SEP] <p0_45> ... [SEP]` over a
 vocabulary of one token range per code position plus specials (sids.TokenLayout). The model is a
 `transformers.GPT2LMHeadModel` built from a `GPT2Config` with random weights (never pretrained), trained with
-next-token cross-entropy on ID tokens only, and decoded with the trie-constrained beam search of generate.py.
+next-token cross-entropy on ID tokens only, and decoded with the trie-constrained beam search of `sidrec.generate`.
 With the `atomic` tokenizer (one token per item) the same model is a SASRec-style causal ID recommender.
 """
 from __future__ import annotations
