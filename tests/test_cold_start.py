@@ -11,7 +11,7 @@ from sidrec.config import NON_SID_SYSTEMS, SID_SYSTEMS, EvalConfig, ParamsError,
 from sidrec.evaluate.cold import choose_epsilon, score_lists, selection_cases
 from sidrec.generate import ItemTrie, beam_search, beam_search_with_prefixes, cold_fill, cold_slots
 from sidrec.models.content import ContentKNNRecommender
-from tests.test_generate import exact_scores, make_catalogue, make_model, make_prompts
+from tests.test_generate import make_catalogue, make_model, make_prompts
 
 N = 60
 
@@ -216,7 +216,8 @@ def test_sid_system_lists_match_the_registry():
 
 def test_report_cold_section_shows_epsilon_cost_and_yardstick():
     from sidrec.evaluate.metrics import summarize
-    from sidrec.evaluate.report import SystemResult, cold_start_section
+    from sidrec.evaluate.report_data import SystemResult
+    from sidrec.evaluate.report_lenses import cold_start_section
 
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(40), 10)

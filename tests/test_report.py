@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from sidrec.evaluate import report
 from sidrec.evaluate.metrics import bootstrap_ci, ndcg_at_k, summarize, target_ranks
 from sidrec.evaluate.report import ReportError, build_report
 from sidrec.io import read_json, write_json
@@ -250,7 +249,7 @@ def test_stage_script_end_to_end(fake_run):
 
 
 def test_systems_without_a_training_seed_have_seed_sd_zero():
-    from sidrec.evaluate.report import seed_sd
+    from sidrec.evaluate.report_data import seed_sd
 
     assert seed_sd(None, "popularity", "ndcg@10") == 0.0 and seed_sd(None, "content-knn", "ndcg@10") == 0.0
     assert seed_sd(None, "baseline", "ndcg@10") is None

@@ -1,5 +1,5 @@
-"""Report sections for the lenses beyond accuracy: steerability with qualitative examples, and the LLM path
-(continued pre-training perplexity, instruction-tuning validation score).
+"""Report sections for the lenses beyond accuracy: cold start (TIGER's fill and its cost), steerability with
+qualitative examples, and the LLM path (continued pre-training perplexity, instruction-tuning validation score).
 
 Steerability reads what the steer stage wrote per system (`metrics/steer_<system>.json` and the per-case
 `data/steer/<system>.parquet`, the same counterfactual cases in the same order for every system). Systems that read
@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from sidrec.evaluate.metrics import bootstrap_ci, count_users, paired_bootstrap
-from sidrec.evaluate.report_render import MISSING, NOT_RUN, fmt_fixed, md_table
+from sidrec.evaluate.metrics import bootstrap_ci, count_users, ndcg_at_k, paired_bootstrap
+from sidrec.evaluate.report_data import SystemResult
+from sidrec.evaluate.report_render import MISSING, NOT_RUN, cases_from_users, fmt_ci, fmt_fixed, md_table
 from sidrec.io import read_json
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 STEER_COLUMNS = ("case_id", "user_id", "source", "constraint", "history", "topk", "satisfied", "closeness")
 
 
-def load_steer(metrics_dir: str | Path, steer_dir: str | Path, systems: list[str]) -> dict[str, tuple[dict, pd.DataFrame]]:
+def load_steer(metrics_dir: str | Path, steer_dir: str | Path,
+               systems: list[str]) -> dict[str, tuple[dict, pd.DataFrame]]:
     """system -> (steer metrics, per-case frame) for every listed system that has both files, in listed order."""
     out = {}
     for s in systems:
@@ -105,7 +106,8 @@ def _paired_steer(steer: dict, k: int, n_boot: int, seed: int) -> str:
     for s in readers:
         res = paired_bootstrap(steer[s][1]["satisfied"].to_numpy(float), steer[ref][1]["satisfied"].to_numpy(float),
                                users, n_boot=n_boot, seed=seed)
-        rows.append([s, f"{res['diff']:+.3f}", f"[{res['ci_low']:+.3f}, {res['ci_high']:+.3f}]", f"{res['p_value']:.4f}"])
+        rows.append([s, f"{res['diff']:+.3f}", f"[{res['ci_low']:+.3f}, {res['ci_high']:+.3f}]",
+                     f"{res['p_value']:.4f}"])
     return (f"\n\nPaired bootstrap over the same {len(users)} cases from {count_users(users)} users against `{ref}`, "
             f"the constraint-blind system that happens to meet the requested genre most often (users resampled "
             f"jointly for both systems, each with all of its cases):\n\n"
@@ -145,8 +147,75 @@ def llm_section(metrics_dir: str | Path, tokenizers: list[str]) -> str:
                      f"{(c.get('runtime_s') or 0) / 60:.1f} + {(s.get('runtime_s') or 0) / 60:.1f}"])
     if not rows:
         return ""
-    return ("## LLM path\n\nContinued pre-training on the bilingual corpus (identity sentences both ways + train-history "
-            "sentences): perplexity on held-out history sentences before -> after, over all tokens and over the SID "
-            "tokens only; then the instruction-tuned model's NDCG@10 / Recall@10 on a seeded sample of validation "
-            "cases.\n\n" + md_table(["tokenizer", "held-out ppl", "held-out SID-token ppl", "new tokens",
-                                    "sft valid ndcg@10", "sft valid recall@10", "minutes (cpt + sft)"], rows))
+    return ("## LLM path\n\nContinued pre-training on the bilingual corpus (identity sentences both ways + "
+            "train-history sentences): perplexity on held-out history sentences before -> after, over all tokens "
+            "and over the SID tokens only; then the instruction-tuned model's NDCG@10 / Recall@10 on a seeded "
+            "sample of validation cases.\n\n"
+            + md_table(["tokenizer", "held-out ppl", "held-out SID-token ppl", "new tokens", "sft valid ndcg@10",
+                        "sft valid recall@10", "minutes (cpt + sft)"], rows))
+
+
+def cold_start_section(results: list[SystemResult], k: int, not_run: list[str] = (), n_boot: int = 1000,
+                       seed: int = 0) -> str:
+    """Cold-start table (targets with zero train events, per-user intervals) with each semantic-ID system's
+    validation-chosen epsilon, its cold-start recall without the fill, the share of cold items in its top-k lists,
+    the cost of the fill in overall NDCG@k (paired per user, filled vs. plain lists on the same cases), and what the
+    model reaches by itself without trie or fill; zeros are shown and explained, never hidden; "not run" rows for
+    the systems in `not_run`."""
+    rows, blind = [], []
+    for r in sorted(results, key=lambda r: -r.metrics.get("cold_start", {}).get(f"recall@{k}", 0.0)):
+        cold = r.metrics.get("cold_start", {})
+        n = cold.get("cases", 0)
+        eps = r.metrics.get("cold_epsilon", {})
+        applies = eps.get("applies", False)
+        base = r.metrics.get("eps0", {}).get("cold_start", {})
+        cost = MISSING
+        if applies and eps.get("chosen", 0.0) > 0 and "rank_eps0" in r.cases:
+            users = r.cases["user_id"].to_numpy()
+            d = paired_bootstrap(ndcg_at_k(r.cases["rank"].to_numpy(), k),
+                                 ndcg_at_k(r.cases["rank_eps0"].to_numpy(), k), users, n_boot=n_boot, seed=seed)
+            cost = f"{d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        elif applies:
+            cost = "0 (epsilon 0)"
+        free = r.metrics.get("cold_start_unconstrained", {})
+        share = r.metrics.get(f"cold_share@{k}")
+        rows.append([r.name, str(n), str(r.metrics.get("cold_start_users", MISSING)), fmt_ci(cold, f"recall@{k}"),
+                     fmt_ci(cold, f"ndcg@{k}"), f"{eps.get('chosen', 0.0):.1f}" if applies else "n/a",
+                     f"{base[f'recall@{k}']:.4f}" if applies and f"recall@{k}" in base else MISSING,
+                     f"{share:.4f}" if isinstance(share, float) else MISSING, cost,
+                     f"{free[f'recall@{k}']:.4f} ({free.get('cold_share_of_valid', 0.0):.4f})"
+                     if f"recall@{k}" in free else MISSING])
+        if n and cold.get(f"recall@{k}", 0.0) == 0.0:
+            blind.append(f"`{r.name}`")
+    rows += [[name, NOT_RUN] + [MISSING] * 8 for name in not_run]
+    ref = results[0].metrics
+    text = (f"## Cold start\n\nTest cases whose target had zero training events: "
+            f"{cases_from_users(ref['cold_start']['cases'], ref.get('cold_start_users', 0))}; 95% intervals resample "
+            f"those users. A semantic-ID system may fill up to floor(epsilon x {k}) slots of each list with cold items "
+            f"whose ID starts with a prefix its beam search kept (TIGER's cold-start fill: the deepest matching prefix "
+            f"first, ordered by the model's prefix score; the cold items take the last slots). Epsilon is chosen per "
+            f"system on validation: the highest validation cold-start Recall@{k} whose NDCG@{k} stays within "
+            f"`eval.cold_max_loss` of epsilon 0. *recall@{k} at eps 0*: the same system without the fill. "
+            f"*cold share@{k}*: share of all test top-{k} slots holding a cold item. *cost in NDCG@{k}*: overall "
+            f"test NDCG@{k} with the fill minus without, paired per user over every test case. *unconstrained*: "
+            f"cold-start Recall@{k} of a beam search over the whole vocabulary with neither trie nor fill (in "
+            f"brackets, the share of its valid outputs that are cold items): does the model produce a cold item's ID "
+            f"by itself?\n\n")
+    text += md_table(["system", "cold cases", "cold users", f"recall@{k}", f"ndcg@{k}", "epsilon",
+                      f"recall@{k} at eps 0",
+                      f"cold share@{k}", f"cost in NDCG@{k}", "unconstrained"], rows)
+    if blind:
+        text += (f"\n\n{', '.join(blind)} never placed a cold-start target in the top {k}: a recall of 0 here means "
+                 "the system cannot recommend items it never saw in training.")
+    knn = next((r for r in results if r.name == "content-knn"), None)
+    if knn is not None:
+        yard = knn.metrics.get("cold_start", {}).get(f"recall@{k}", 0.0)
+        better = [f"`{r.name}`" for r in results if r.metrics.get("cold_epsilon", {}).get("applies")
+                  and r.metrics.get("cold_start", {}).get(f"recall@{k}_ci_low", 0.0) > yard]
+        text += (f"\n\nThe yardstick is `content-knn` (cosine to the history's mean content embedding, no "
+                 f"interactions): cold-start Recall@{k} {yard:.4f}. "
+                 + (f"Above it with the lower end of their interval: {', '.join(better)}." if better else
+                    "No semantic-ID system's interval lies above it."))
+    if all(r.metrics.get("cold_start", {}).get("cases", 0) == 0 for r in results):
+        text += "\n\nThe test split has no cold-start cases, so this table carries no information."
+    return text

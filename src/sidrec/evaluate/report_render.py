@@ -133,3 +133,8 @@ def curve_png(series: dict[str, list[dict]], key: str) -> bytes:
         ax.legend()
 
     return render_png(spec, draw, (6, 3.8), "the learning curve")
+
+
+def cases_from_users(n_cases: int, n_users: int) -> str:
+    """`9900 cases from 166 users`."""
+    return f"{n_cases} cases from {n_users} users"
